@@ -1,0 +1,186 @@
+#pragma once
+
+// Commands of the LLMD/1 wire protocol (client <-> broker <-> worker). See schemas/PROTOCOL.md.
+//
+// Every message is 3 or 4 ZeroMQ frames after any ROUTER routing frames:
+//   frame 0  protocol tag, exactly "LLMD1"
+//   frame 1  command name, ASCII, e.g. "submit"
+//   frame 2  header: one msgpack map keyed by field name
+//   frame 3  payload (only submit, job, result, error): one msgpack map (Request / Response /
+//            Error). Kept as its own frame so the broker forwards it without decoding it.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dispatch/protocol/types.hpp"
+
+namespace dispatch::protocol {
+
+inline constexpr std::string_view kProtocolTag = "LLMD1";
+inline constexpr std::string_view kProtocolPrefix = "LLMD";  // a tag with another version digit
+inline constexpr uint32_t kProtocolVersion = 1;
+
+enum class Command : uint8_t {
+  submit,      // client -> broker   header Submit, payload Request
+  accepted,    // broker -> client   header Accepted
+  rejected,    // broker -> client   header Rejected (also: any peer, for undecodable input)
+  cancel,      // client -> broker, broker -> worker   header Cancel
+  job,         // broker -> worker   header JobHeader, payload Request
+  chunk,       // worker -> broker -> client   header Chunk (+ delivery)
+  reset,       // worker -> broker -> client, or broker -> client   header StreamReset
+  result,      // worker -> broker -> client   header JobEnd, payload Response
+  error,       // worker -> broker -> client, or broker -> client   header JobEnd, payload Error
+  ready,       // worker -> broker   header Ready
+  credit,      // worker -> broker   header Credit
+  heartbeat,   // both ways on both sockets   header Heartbeat
+  disconnect,  // worker <-> broker   header Disconnect
+  status,      // client -> broker (empty map) and broker -> client (StatusReply)
+};
+
+std::string_view to_string(Command command) noexcept;
+std::optional<Command> command_from_string(std::string_view name) noexcept;
+// True for the commands that carry a 4th (payload) frame.
+bool command_has_payload(Command command) noexcept;
+
+struct Submit {
+  std::string job_id;  // chosen by the client, 1..128 bytes; resubmits reuse it (dedup key)
+  std::string provider;  // routing: only workers serving it get the job
+  Priority priority = Priority::interactive;
+  uint32_t queue_timeout_ms = 0;  // 0: broker default
+  bool stream = false;            // the client wants chunk events
+
+  bool operator==(const Submit&) const = default;
+};
+
+struct Accepted {
+  std::string job_id;
+  std::string broker_id;   // broker instance; a change tells the client the broker restarted
+  bool duplicate = false;  // the job was already known (queued, running or finished)
+
+  bool operator==(const Accepted&) const = default;
+};
+
+struct Rejected {
+  std::string job_id;  // empty when the input could not be decoded far enough to know it
+  ErrorKind kind = ErrorKind::invalid_request;
+  std::string code;  // e.g. "version_mismatch", "malformed", "queue_full", "draining"
+  std::string message;
+
+  bool operator==(const Rejected&) const = default;
+};
+
+struct Cancel {
+  std::string job_id;
+
+  bool operator==(const Cancel&) const = default;
+};
+
+// broker -> worker: run this job. delivery counts from 1 and grows on each redelivery; the
+// worker echoes it so the broker can drop traffic from a delivery it has given up on.
+struct JobHeader {
+  std::string job_id;
+  uint32_t delivery = 1;
+  bool stream = false;
+
+  bool operator==(const JobHeader&) const = default;
+};
+
+// Header of result and error.
+struct JobEnd {
+  std::string job_id;
+  uint32_t delivery = 0;
+
+  bool operator==(const JobEnd&) const = default;
+};
+
+// Chunk and StreamReset from types.hpp are headers of their own commands; on the worker ->
+// broker leg they carry the delivery number too (a field clients ignore).
+struct ChunkHeader {
+  Chunk chunk;
+  uint32_t delivery = 0;
+
+  bool operator==(const ChunkHeader&) const = default;
+};
+
+struct ResetHeader {
+  StreamReset reset;
+  uint32_t delivery = 0;
+
+  bool operator==(const ResetHeader&) const = default;
+};
+
+struct Ready {
+  std::string worker_id;  // stable for the process; unique across hosts (host:pid:random)
+  std::string host;
+  uint32_t pid = 0;
+  uint32_t capacity = 0;  // jobs this worker runs at once
+  std::vector<std::string> providers;
+  std::string version;  // software version, informational
+
+  bool operator==(const Ready&) const = default;
+};
+
+// Absolute (not a delta) so that it is idempotent: the worker's current capacity.
+// Capacity 0 means "send me nothing more" (draining).
+struct Credit {
+  uint32_t capacity = 0;
+
+  bool operator==(const Credit&) const = default;
+};
+
+struct Heartbeat {
+  std::string sender_id;  // broker instance id, worker id, or empty from a client
+  uint32_t in_flight = 0;  // worker: jobs running now
+
+  bool operator==(const Heartbeat&) const = default;
+};
+
+struct Disconnect {
+  std::string reason;
+
+  bool operator==(const Disconnect&) const = default;
+};
+
+struct ProviderCounters {
+  uint64_t submitted = 0;
+  uint64_t succeeded = 0;
+  uint64_t failed = 0;
+  uint64_t retried = 0;    // extra attempts on the same target
+  uint64_t fell_over = 0;  // jobs answered (or failed) by a target other than the first
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
+
+  bool operator==(const ProviderCounters&) const = default;
+};
+
+struct WorkerStatus {
+  std::string worker_id;
+  std::string host;
+  uint32_t pid = 0;
+  uint32_t capacity = 0;
+  uint32_t in_flight = 0;
+  std::vector<std::string> providers;
+  uint64_t last_heartbeat_ms_ago = 0;
+  std::string state;  // "ready" | "draining"
+
+  bool operator==(const WorkerStatus&) const = default;
+};
+
+struct StatusReply {
+  std::string broker_id;
+  uint64_t uptime_ms = 0;
+  std::vector<uint64_t> queue_depth;  // index = priority level
+  uint64_t queue_limit = 0;
+  uint64_t in_flight = 0;
+  uint64_t finished_kept = 0;  // results kept for deduplication
+  std::vector<WorkerStatus> workers;
+  std::map<std::string, ProviderCounters> providers;
+
+  bool operator==(const StatusReply&) const = default;
+};
+
+}  // namespace dispatch::protocol
