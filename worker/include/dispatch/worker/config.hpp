@@ -1,0 +1,93 @@
+#pragma once
+
+// Worker configuration: YAML file (see README "Configuration") + environment overrides.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dispatch/protocol/types.hpp"
+#include "dispatch/worker/http.hpp"
+
+namespace dispatch::worker {
+
+// Knobs that `defaults` sets and each provider may override.
+struct PolicySettings {
+  uint32_t timeout_ms = 30000;  // total deadline of a job, unless the request sets one
+  uint32_t retry_count = 3;     // retries per target for retryable failures
+  uint32_t connect_timeout_ms = 5000;
+  uint32_t first_token_timeout_ms = 10000;
+  uint32_t idle_timeout_ms = 15000;  // gap between stream chunks
+  uint32_t backoff_base_ms = 500;
+  uint32_t backoff_max_ms = 8000;
+  uint32_t retry_after_cap_ms = 60000;  // a longer Retry-After fails over instead of waiting
+  uint32_t breaker_failures = 3;        // consecutive failures that open the circuit
+  double breaker_failure_rate = 0.5;    // or this rate over the window ...
+  uint32_t breaker_window = 20;         // ... of the last N outcomes (min samples = window/2)
+  uint32_t breaker_cooldown_ms = 15000;
+  bool failover_on_content_filter = false;
+
+  bool operator==(const PolicySettings&) const = default;
+};
+
+struct ProviderConfig {
+  std::string name;  // the provider name requests use ("ollama", "ali", "openai", "claude", ...)
+  std::string type;  // ollama | openai | openai-compatible | dashscope | anthropic
+  std::string base_url;     // as the official SDK takes it (see DESIGN.md)
+  std::string api_key_env;  // variable the key came from (for messages; never the key)
+  std::string api_key;      // resolved; never logged or echoed
+  HttpHeaders extra_headers;
+  uint32_t max_in_flight = 0;   // 0 = no per-provider bound below the worker's
+  uint32_t context_window = 0;  // tokens; prefers larger ones on context_length_exceeded
+  std::string fallback_model;  // model used when this provider serves as a fallback_providers entry
+  uint32_t default_max_tokens = 4096;  // Anthropic requires max_tokens
+  // Sent when the request has none: `defaults.temperature` or this provider's `temperature`
+  // key; nullopt (YAML null) sends none and leaves the provider's own default.
+  std::optional<double> temperature = 0.7;
+  bool stream_upstream = true;  // false: ask for whole responses even for streamed jobs
+  PolicySettings policy;        // defaults with this provider's overrides applied
+};
+
+struct WorkerConfig {
+  std::optional<double> temperature = 0.7;  // default sent when the request has none; null: none
+  bool enable_fallback = true;
+  std::vector<protocol::Target> fallbacks;      // default chain (explicit provider/model pairs)
+  std::vector<std::string> fallback_providers;  // the guide's form: provider names
+  PolicySettings defaults;
+  std::map<std::string, ProviderConfig> providers;  // keyed by name
+  uint32_t concurrency = 1000;  // `worker.concurrency`: jobs in flight per worker process
+
+  const ProviderConfig* provider(const std::string& name) const {
+    auto it = providers.find(name);
+    return it == providers.end() ? nullptr : &it->second;
+  }
+};
+
+// Thrown by load_config with a message naming the file, the key and the problem, e.g.
+// "dispatch.yaml: providers.openai.type: unknown type 'opena' (expected one of ...)".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Reads environment variables; injectable for tests.
+class Environment {
+ public:
+  virtual ~Environment() = default;
+  virtual std::optional<std::string> get(const std::string& name) const = 0;
+};
+class ProcessEnvironment final : public Environment {
+ public:
+  std::optional<std::string> get(const std::string& name) const override;
+};
+
+// path empty: built-in providers only (ollama at OLLAMA_HOST or localhost:11434, plus each
+// cloud provider whose key is set). Throws ConfigError.
+WorkerConfig load_config(const std::string& path, const Environment& env);
+WorkerConfig parse_config(const std::string& yaml_text, const std::string& source_name,
+                          const Environment& env);
+
+}  // namespace dispatch::worker
