@@ -1,0 +1,14 @@
+#pragma once
+
+// Exit codes of the `dispatch` CLI (documented in the README and `dispatch --help`).
+namespace dispatch::cli::exit_code {
+
+inline constexpr int ok = 0;
+// chat: the job failed (provider or dispatch error; details on stderr or in the JSON).
+// batch: some lines could not be completed in this run (rerun the same command to resume).
+inline constexpr int failed = 1;
+inline constexpr int usage = 2;               // bad arguments, unreadable input file
+inline constexpr int broker_unreachable = 3;  // no broker acknowledged / answered in time
+inline constexpr int output_locked = 4;       // batch: another run holds the output file
+
+}  // namespace dispatch::cli::exit_code

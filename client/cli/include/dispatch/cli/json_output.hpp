@@ -1,0 +1,35 @@
+#pragma once
+
+// JSON shapes the CLI prints (chat --json, chat --stream --json, status --json).
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "dispatch/errors.hpp"
+#include "dispatch/protocol/messages.hpp"
+#include "dispatch/response.hpp"
+
+namespace dispatch::cli {
+
+// {"content","provider","model","usage":{prompt_tokens,completion_tokens,total_tokens},
+//  "finish_reason","raw_finish_reason","attempts":[...],"request_id","job_id","created_at",
+//  "total_duration_ns", "tool_calls"? , "thinking"?, "stream_resets"?, "stream_gap"?}
+nlohmann::json response_to_json(const DispatchResponse& response);
+// {"error":{"kind","message","status"?,"code"?,"provider"?,"model"?,"attempts"?}}
+nlohmann::json error_to_json(const DispatchError& error);
+// {"event":"chunk","seq",content,...} | {"event":"reset","next_seq","reason"} |
+// {"event":"gap","expected_seq","seq"}
+nlohmann::json event_to_json(const StreamEvent& event);
+nlohmann::json attempt_to_json(const Attempt& attempt);
+nlohmann::json usage_to_json(const Usage& usage);
+nlohmann::json tool_calls_to_openai(const std::vector<protocol::ToolCall>& calls);
+nlohmann::json status_to_json(const protocol::StatusReply& status);
+
+// One line of text: compact, invalid UTF-8 replaced (never throws on odd provider output).
+std::string dump_line(const nlohmann::json& value);
+
+// The human table `dispatch status` prints.
+std::string format_status_table(const protocol::StatusReply& status);
+std::string format_duration_ms(uint64_t milliseconds);
+
+}  // namespace dispatch::cli
