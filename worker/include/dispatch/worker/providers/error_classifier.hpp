@@ -1,0 +1,58 @@
+#pragma once
+
+// Provider errors are classified here and nowhere else. Each adapter only extracts
+// (status, code, type, message) from its own error shape; this file maps them to the taxonomy
+// the policy decides on. Transport errors arrive already classified by the engine.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "dispatch/worker/failure.hpp"
+#include "dispatch/worker/http.hpp"
+
+namespace dispatch::worker {
+
+// What an adapter read from a provider's error response or in-stream error event.
+struct ProviderError {
+  uint16_t status = 0;  // HTTP status; 0 for an error event inside a 200 stream
+  std::string code;     // "context_length_exceeded", "Throttling.RateQuota", ...
+  std::string type;     // "invalid_request_error", "overloaded_error", ...
+  std::string message;
+};
+
+// Status first, then the provider's code / type / message refine it:
+//   400, 422        invalid_request, unless it names the context length (context_length_exceeded
+//                   or messages like "maximum context length", "prompt is too long", "Range of
+//                   input length", "context window") -> context_length_exceeded, or a content
+//                   filter (content_policy_violation, content_filter, DataInspectionFailed,
+//                   "content management policy", "content filter(ing)", "safety system")
+//                   -> content_filtered
+//   401, 403        authentication
+//   404             model_not_available
+//   408             timeout
+//   409             server_error: a conflict the SDKs retry (lock contention on their side)
+//   413             invalid_request (request too large; retrying cannot help)
+//   429             rate_limited; insufficient_quota / Arrearage (billing, at any status) set
+//                   should_retry_header + should_retry=false so the same target is not retried
+//   503, 529        overloaded, as is any overloaded_error
+//   other 5xx       server_error; other 4xx invalid_request; other statuses server_error
+//   0 (in-stream)   from the code / type alone; server_error when nothing is recognised
+// Headers give retry-after-ms / retry-after (see parse_retry_after) and x-should-retry.
+// The message is scrubbed of `api_key` and of anything that looks like a secret.
+Failure classify_provider_error(const ProviderError& error, const HttpHeaders& headers,
+                                int64_t now_unix_ms, std::string_view api_key = {});
+
+// retry-after-ms (milliseconds, fractional allowed) wins over retry-after, which is seconds
+// (fractional allowed) or an HTTP date taken relative to `now_unix_ms` (a past date gives 0).
+// nullopt when absent or unparsable.
+std::optional<uint64_t> parse_retry_after(const HttpHeaders& headers, int64_t now_unix_ms);
+
+// A transport error from the engine as the Failure the policy sees (status 0).
+Failure failure_from_transport(const TransportError& error, std::string_view api_key = {});
+
+// Replaces `api_key`, "sk-..." style keys and "Bearer <token>" credentials with "***".
+std::string scrub_secrets(std::string_view text, std::string_view api_key = {});
+
+}  // namespace dispatch::worker

@@ -1,0 +1,57 @@
+#pragma once
+
+// Joins the adapters to the HTTP engine: one AttemptLauncher::start() builds the provider's
+// request, runs the transfer, decodes the answer as it arrives and reports in unified terms.
+// Single-threaded like the engine: call everything on the loop thread.
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include "dispatch/worker/attempt.hpp"
+#include "dispatch/worker/config.hpp"
+#include "dispatch/worker/http_engine.hpp"
+#include "dispatch/worker/scheduler.hpp"
+
+namespace dispatch::worker {
+
+// Semantics beyond AttemptLauncher's contract:
+// - The provider comes from spec.provider, else from config by spec.target.provider; a name
+//   this worker does not serve (or a type with no adapter) fails with unsupported_provider.
+// - Deltas decoded from one network read are merged into one on_delta (content, thinking and
+//   tool-call fragments in arrival order per field), after on_activity. A non-streamed answer
+//   arrives as one on_delta just before on_complete.
+// - A body that ends cleanly at the HTTP level is on_complete with saw_terminator as observed:
+//   the policy decides what an unterminated stream means. A whole (non-streamed) body that
+//   decoded is complete by itself and counts as terminated. A transport error is on_failed with
+//   the engine's classification (network, timeout); an error event inside a 200 stream is
+//   on_failed with the provider's classified error, and the transfer is cancelled.
+// - Tool calls are assembled by index: id first-wins, name and arguments concatenated; an
+//   empty arguments string becomes "{}". usage.total_tokens = prompt + completion.
+// - Events may call start() and abort() re-entrantly.
+class ProviderAttemptLauncher final : public AttemptLauncher {
+ public:
+  ProviderAttemptLauncher(HttpEngine& engine, Scheduler& scheduler, const WorkerConfig& config);
+  ~ProviderAttemptLauncher() override;  // aborts what is still running, without events
+  ProviderAttemptLauncher(const ProviderAttemptLauncher&) = delete;
+  ProviderAttemptLauncher& operator=(const ProviderAttemptLauncher&) = delete;
+
+  AttemptHandle start(const AttemptSpec& spec, AttemptEvents& events) override;
+  void abort(AttemptHandle handle) override;
+
+  std::size_t active_attempts() const { return attempts_.size(); }
+
+  class Attempt;  // one running attempt (launcher.cpp)
+
+ private:
+  friend class Attempt;
+  void release(AttemptHandle handle);
+
+  HttpEngine& engine_;
+  Scheduler& scheduler_;
+  const WorkerConfig& config_;
+  AttemptHandle next_handle_ = 1;
+  std::unordered_map<AttemptHandle, std::unique_ptr<Attempt>> attempts_;
+};
+
+}  // namespace dispatch::worker

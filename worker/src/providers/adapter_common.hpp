@@ -1,0 +1,146 @@
+#pragma once
+
+// Pieces every adapter shares: request-building helpers (images, tools, keys, temperature) and
+// the decoder skeleton that handles status, bounded buffering and error classification, so
+// each format only writes its own JSON mapping.
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "dispatch/common/clock.hpp"
+#include "dispatch/protocol/types.hpp"
+#include "dispatch/worker/config.hpp"
+#include "dispatch/worker/failure.hpp"
+#include "dispatch/worker/providers/adapter.hpp"
+#include "dispatch/worker/providers/error_classifier.hpp"
+
+namespace dispatch::worker::detail {
+
+using Json = nlohmann::json;
+
+// Error bodies only need their message; a provider (or a proxy in front of it) may send
+// megabytes of HTML.
+inline constexpr std::size_t kMaxErrorBodyBytes = 64u << 10;
+// A whole (non-streamed) answer larger than this is not a chat completion.
+inline constexpr std::size_t kMaxWholeBodyBytes = 32u << 20;
+
+Failure invalid_request(std::string message);
+
+// Adds the key as the format expects it, or fails with authentication "no API key: set ENV"
+// when the provider needs one (its type always does, or its config names a variable).
+// `required` tells whether this format needs a key without configuration.
+std::optional<Failure> check_key(const ProviderConfig& provider, bool required);
+
+// base "https://x/v1/" + "/chat/completions" -> "https://x/v1/chat/completions"
+std::string join_url(std::string_view base, std::string_view path);
+
+// Sets `name: value`, replacing a header of the same name.
+void set_header(HttpHeaders& headers, std::string name, std::string value);
+// Configured extra headers win over the adapter's own.
+void apply_extra_headers(HttpHeaders& headers, const ProviderConfig& provider);
+
+struct Image {
+  std::string url;         // an http(s) URL given as is (formats that accept URLs)
+  std::string media_type;  // sniffed from the bytes: image/png|jpeg|gif|webp
+  std::string base64;      // without any data: prefix
+};
+// Accepts raw base64, a data: URL or an http(s) URL. `where` names the image in messages.
+std::variant<Image, Failure> parse_image(std::string_view image, std::string_view where);
+// From the decoded magic bytes; nullopt for anything else.
+std::optional<std::string> sniff_image_media_type(std::string_view base64);
+
+// Parses JSON text that must be an object; empty text is {} when `empty_is_object`.
+std::variant<Json, Failure> parse_json_object(std::string_view text, std::string_view where,
+                                              bool empty_is_object = true);
+// A tool's JSON Schema (empty means an object without properties).
+std::variant<Json, Failure> tool_parameters(const protocol::Tool& tool, std::size_t index);
+
+// OpenAI's shapes, which Ollama and DashScope reuse:
+// [{"type":"function","function":{"name","description","parameters"}}] (null when no tools).
+std::variant<Json, Failure> openai_style_tools(const protocol::Request& request);
+// "auto" | "none" | "required" | {"type":"function","function":{"name"}}; null when unset.
+std::variant<Json, Failure> openai_style_tool_choice(const protocol::Request& request);
+
+std::optional<double> effective_temperature(const protocol::Request& request,
+                                            const ProviderConfig& provider);
+// Clamps to [low, high] and notes it, e.g. "temperature 1.5 clamped to 1.0 (anthropic range 0–1)".
+double clamp_temperature(double value, double low, double high, std::string_view range_text,
+                         std::vector<std::string>& notes);
+// 1.5 -> "1.5", 1 -> "1.0": how notes print a temperature.
+std::string format_number(double value);
+
+// For a tool result that only names one side of its call, the other side from the nearest
+// earlier assistant message's tool_calls; "" when not found.
+std::string tool_name_for_call_id(const std::vector<protocol::Message>& messages,
+                                  std::size_t before, const std::string& call_id);
+std::string call_id_for_tool_name(const std::vector<protocol::Message>& messages,
+                                  std::size_t before, const std::string& name);
+
+// end_turn/stop_sequence -> stop, max_tokens/model_context_window_exceeded -> length,
+// tool_use/function_call -> tool_calls, refusal -> content_filter; anything else -> stop.
+std::string_view normalise_finish_reason(std::string_view raw);
+
+// Serialises without throwing on invalid UTF-8 from clients (replaced by U+FFFD).
+std::string dump(const Json& value);
+
+// Readers that never throw: a missing key or a value of another type reads as absent.
+std::string_view json_string(const Json& object, std::string_view key);
+std::optional<uint64_t> json_uint(const Json& object, std::string_view key);
+const Json* json_object(const Json& object, std::string_view key);
+const Json* json_array(const Json& object, std::string_view key);
+
+// Unix seconds from RFC 3339 ("2024-05-01T12:00:00.123456789Z", "+02:00" offsets); 0 if bad.
+int64_t parse_rfc3339_unix_s(std::string_view text);
+
+// Status handling shared by every format. 2xx streamed bodies go to the format's parser as they
+// arrive; a 2xx whole body is buffered (32 MiB bound) and decoded at the end; an error body is
+// buffered (64 KiB) and classified at the end through the one classifier.
+class DecoderBase : public ResponseDecoder {
+ public:
+  DecoderBase(bool stream, const ProviderConfig& provider, const Clock& clock)
+      : stream_(stream), provider_(provider), clock_(clock) {}
+
+  void on_headers(int status, const HttpHeaders& headers) final;
+  void on_body(std::string_view bytes, DecodeSink& sink) final;
+  std::optional<Failure> finish(DecodeSink& sink) final;
+
+ protected:
+  // True for SSE formats: a 2xx application/json answer to a stream request (a server that
+  // ignored `stream`) is then decoded as a whole body. NDJSON needs no switch: one JSON line
+  // with done:true is a valid stream.
+  virtual bool switch_to_whole_on_json() const { return true; }
+  virtual void feed_stream(std::string_view bytes, DecodeSink& sink) = 0;
+  // The body ended cleanly: flush what the parser holds.
+  virtual void end_stream(DecodeSink& /*sink*/) {}
+  // A whole 2xx body. Returns a failure when the body is itself an error report.
+  virtual std::optional<Failure> decode_whole(const Json& body, DecodeSink& sink) = 0;
+  // (code, type, message) from this format's error shape; `body` is null when not JSON.
+  virtual ProviderError extract_error(const Json* body, std::string_view raw) const = 0;
+
+  Failure classify(const ProviderError& error) const;
+  // Reports an error event inside a 200 stream and ignores the rest of the body.
+  void fail_stream(DecodeSink& sink, const Failure& failure);
+  void malformed(DecodeSink& sink, std::string_view why);
+  bool stopped() const { return stopped_; }
+  const ProviderConfig& provider() const { return provider_; }
+
+ private:
+  enum class Mode { pending, stream, whole, error };
+  void emit_header_metadata(DecodeSink& sink);
+
+  bool stream_;
+  const ProviderConfig& provider_;
+  const Clock& clock_;
+  Mode mode_ = Mode::pending;
+  int status_ = 0;
+  HttpHeaders headers_;
+  std::string buffer_;
+  bool header_metadata_sent_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace dispatch::worker::detail

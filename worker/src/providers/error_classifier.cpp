@@ -1,0 +1,241 @@
+#include "dispatch/worker/providers/error_classifier.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <ctime>
+
+#include "text_util.hpp"
+
+namespace dispatch::worker {
+
+using protocol::ErrorKind;
+
+namespace {
+
+// Codes, types and message fragments are compared case-insensitively: providers are not
+// consistent ("DataInspectionFailed" vs "data_inspection_failed").
+bool any_contains(std::string_view haystack, std::initializer_list<std::string_view> needles) {
+  return std::any_of(needles.begin(), needles.end(),
+                     [&](std::string_view needle) { return icontains(haystack, needle); });
+}
+
+bool mentions(const ProviderError& e, std::initializer_list<std::string_view> needles) {
+  return any_contains(e.code, needles) || any_contains(e.type, needles);
+}
+
+bool is_context_length(const ProviderError& e) {
+  return mentions(e, {"context_length_exceeded", "context_length"}) ||
+         any_contains(e.message,
+                      {"context_length_exceeded", "prompt is too long", "maximum context length",
+                       "range of input length", "context window", "context length"});
+}
+
+bool is_content_filter(const ProviderError& e) {
+  return mentions(e, {"content_policy_violation", "content_filter", "datainspectionfailed",
+                      "data_inspection_failed"}) ||
+         any_contains(e.message, {"content management policy", "content_policy_violation",
+                                  "content filter", "safety filter", "safety system"});
+}
+
+// Billing problems look like rate limits on the wire but waiting does not fix them.
+bool is_quota_exhausted(const ProviderError& e) {
+  return mentions(e, {"insufficient_quota", "arrearage", "billing_hard_limit"});
+}
+
+// Used when there is no status (an error event in a 200 stream) or the status says little.
+std::optional<ErrorKind> kind_from_code(const ProviderError& e) {
+  if (is_context_length(e)) return ErrorKind::context_length_exceeded;
+  if (is_content_filter(e)) return ErrorKind::content_filtered;
+  if (is_quota_exhausted(e)) return ErrorKind::rate_limited;
+  if (mentions(e, {"overloaded"})) return ErrorKind::overloaded;
+  if (mentions(e, {"rate_limit", "throttling", "too_many_requests"})) {
+    return ErrorKind::rate_limited;
+  }
+  if (mentions(e, {"authentication", "permission", "invalid_api_key", "invalidapikey",
+                   "unauthorized", "accessdenied"})) {
+    return ErrorKind::authentication;
+  }
+  if (mentions(e, {"not_found", "notfound", "model_not_found"})) {
+    return ErrorKind::model_not_available;
+  }
+  if (mentions(e, {"timeout"})) return ErrorKind::timeout;
+  if (mentions(e, {"invalid_request", "invalidparameter", "request_too_large", "bad_request"})) {
+    return ErrorKind::invalid_request;
+  }
+  if (mentions(e, {"api_error", "server_error", "internalerror", "internal_error"})) {
+    return ErrorKind::server_error;
+  }
+  return std::nullopt;
+}
+
+ErrorKind kind_from_status(const ProviderError& e) {
+  const uint16_t status = e.status;
+  if (status == 0) return kind_from_code(e).value_or(ErrorKind::server_error);
+  if (is_quota_exhausted(e)) return ErrorKind::rate_limited;
+  if (mentions(e, {"overloaded_error"})) return ErrorKind::overloaded;
+  switch (status) {
+    case 400:
+    case 422:
+      if (is_context_length(e)) return ErrorKind::context_length_exceeded;
+      if (is_content_filter(e)) return ErrorKind::content_filtered;
+      return ErrorKind::invalid_request;
+    case 401:
+    case 403:
+      return ErrorKind::authentication;
+    case 404:
+      return ErrorKind::model_not_available;
+    case 408:
+      return ErrorKind::timeout;
+    case 409:
+      return ErrorKind::server_error;
+    case 413:
+      return ErrorKind::invalid_request;
+    case 429:
+      return ErrorKind::rate_limited;
+    case 503:
+    case 529:
+      return ErrorKind::overloaded;
+    default:
+      break;
+  }
+  if (status >= 500) return ErrorKind::server_error;
+  if (status >= 400) {
+    if (is_context_length(e)) return ErrorKind::context_length_exceeded;
+    if (is_content_filter(e)) return ErrorKind::content_filtered;
+    return ErrorKind::invalid_request;
+  }
+  // 1xx/3xx as a final answer: the endpoint is not a provider API (e.g. a redirecting proxy).
+  return ErrorKind::server_error;
+}
+
+std::optional<double> parse_non_negative_number(std::string_view text) {
+  text = trim(text);
+  if (text.empty()) return std::nullopt;
+  double value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  if (!std::isfinite(value) || value < 0) return std::nullopt;
+  return value;
+}
+
+// A month of waiting is "never" for any caller; the cap keeps the conversion defined.
+constexpr double kMaxRetryAfterMs = 30.0 * 24 * 3600 * 1000;
+
+uint64_t to_ms(double ms) {
+  return static_cast<uint64_t>(std::llround(std::min(ms, kMaxRetryAfterMs)));
+}
+
+std::optional<int64_t> parse_http_date_unix_s(const std::string& text) {
+  // IMF-fixdate, then the two obsolete forms RFC 9110 says recipients must accept.
+  static constexpr std::array<const char*, 3> kFormats = {
+      "%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"};
+  for (const char* format : kFormats) {
+    std::tm tm{};
+    const char* end = strptime(text.c_str(), format, &tm);
+    if (end != nullptr && trim(std::string_view(end)).empty()) return timegm(&tm);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<uint64_t> parse_retry_after(const HttpHeaders& headers, int64_t now_unix_ms) {
+  if (const std::string* ms = find_header(headers, "retry-after-ms")) {
+    if (auto value = parse_non_negative_number(*ms)) return to_ms(*value);
+  }
+  const std::string* header = find_header(headers, "retry-after");
+  if (header == nullptr) return std::nullopt;
+  if (auto seconds = parse_non_negative_number(*header)) return to_ms(*seconds * 1000.0);
+  if (auto date_s = parse_http_date_unix_s(std::string(trim(*header)))) {
+    const int64_t delta_ms = *date_s * 1000 - now_unix_ms;
+    return delta_ms <= 0 ? 0 : to_ms(static_cast<double>(delta_ms));
+  }
+  return std::nullopt;
+}
+
+Failure classify_provider_error(const ProviderError& error, const HttpHeaders& headers,
+                                int64_t now_unix_ms, std::string_view api_key) {
+  Failure failure;
+  failure.kind = kind_from_status(error);
+  failure.status = error.status;
+  failure.code = scrub_secrets(error.code.empty() ? error.type : error.code, api_key);
+  failure.message = scrub_secrets(error.message, api_key);
+  if (failure.message.empty()) {
+    failure.message = error.status != 0 ? "HTTP " + std::to_string(error.status)
+                                        : std::string("error event in stream");
+  }
+  failure.retry_after_ms = parse_retry_after(headers, now_unix_ms);
+  if (const std::string* should_retry = find_header(headers, "x-should-retry")) {
+    const std::string_view value = trim(*should_retry);
+    if (iequals(value, "true") || iequals(value, "false")) {
+      failure.should_retry_header = true;
+      failure.should_retry = iequals(value, "true");
+    }
+  }
+  if (is_quota_exhausted(error)) {
+    failure.should_retry_header = true;
+    failure.should_retry = false;
+  }
+  return failure;
+}
+
+Failure failure_from_transport(const TransportError& error, std::string_view api_key) {
+  Failure failure;
+  failure.kind = error.kind;
+  failure.status = 0;
+  if (error.curl_code != 0) failure.code = "curl_" + std::to_string(error.curl_code);
+  failure.message = scrub_secrets(error.message, api_key);
+  if (failure.message.empty()) failure.message = std::string(protocol::to_string(error.kind));
+  return failure;
+}
+
+std::string scrub_secrets(std::string_view text, std::string_view api_key) {
+  std::string out(text);
+  // Keys shorter than this would scrub ordinary words; real keys are far longer.
+  constexpr std::size_t kMinKeyLength = 6;
+  if (api_key.size() >= kMinKeyLength) {
+    for (std::size_t pos = out.find(api_key); pos != std::string::npos;
+         pos = out.find(api_key, pos + 3)) {
+      out.replace(pos, api_key.size(), "***");
+    }
+  }
+  auto is_token_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.' ||
+           c == '~' || c == '+' || c == '/' || c == '=';
+  };
+  std::string result;
+  result.reserve(out.size());
+  std::size_t i = 0;
+  while (i < out.size()) {
+    if (i + 7 <= out.size() && iequals(std::string_view(out).substr(i, 7), "bearer ")) {
+      std::size_t end = i + 7;
+      while (end < out.size() && is_token_char(out[end])) ++end;
+      if (end > i + 7) {
+        result.append(out, i, 7);
+        result += "***";
+        i = end;
+        continue;
+      }
+    }
+    const bool word_start = i == 0 || !is_token_char(out[i - 1]);
+    if (word_start && out.compare(i, 3, "sk-") == 0) {
+      std::size_t end = i + 3;
+      while (end < out.size() && is_token_char(out[end]) && out[end] != '.' && out[end] != '/') {
+        ++end;
+      }
+      // Short "sk-" words are prose ("sk-learn"); keys are long.
+      if (end - i >= 3 + 8) {
+        result += "sk-***";
+        i = end;
+        continue;
+      }
+    }
+    result += out[i];
+    ++i;
+  }
+  return result;
+}
+
+}  // namespace dispatch::worker

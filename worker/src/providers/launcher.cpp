@@ -1,0 +1,308 @@
+#include "dispatch/worker/providers/launcher.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+
+#include "dispatch/worker/providers/adapter.hpp"
+#include "dispatch/worker/providers/error_classifier.hpp"
+
+namespace dispatch::worker {
+
+class ProviderAttemptLauncher::Attempt final : public HttpHandler, public DecodeSink {
+ public:
+  Attempt(ProviderAttemptLauncher& launcher, AttemptHandle handle, AttemptEvents& events)
+      : launcher_(launcher), handle_(handle), events_(events) {}
+
+  // Reports `failure` from a zero-delay timer: start() never calls back inline.
+  void fail_later(Failure failure) {
+    pending_failure_ = std::move(failure);
+    timer_ = launcher_.scheduler_.schedule_after(std::chrono::milliseconds(0), [this] {
+      timer_ = kNoTimer;
+      CallbackScope scope(*this);
+      if (finished_) return;
+      report_failure(std::move(*pending_failure_));
+    });
+  }
+
+  void run(const ProviderConfig& provider, const Adapter& adapter, BuiltRequest built, bool stream,
+           uint32_t connect_timeout_ms) {
+    provider_ = &provider;
+    output_.notes = std::move(built.notes);
+    decoder_ = adapter.make_decoder(stream, provider, launcher_.scheduler_.clock());
+    TransferOptions options;
+    options.connect_timeout_ms = connect_timeout_ms;
+    transfer_ = launcher_.engine_.start(std::move(built.http), options, *this);
+    running_ = true;
+  }
+
+  // Stops at once without events. Destruction waits for the outermost callback to unwind.
+  void stop() {
+    finished_ = true;
+    if (running_) launcher_.engine_.cancel(transfer_);
+    running_ = false;
+    if (timer_ != kNoTimer) launcher_.scheduler_.cancel(timer_);
+    timer_ = kNoTimer;
+  }
+
+  bool busy() const { return depth_ > 0; }
+
+  // HttpHandler
+  void on_response_start(int status, const HttpHeaders& headers) override {
+    CallbackScope scope(*this);
+    if (finished_) return;
+    status_ = status;
+    decoder_->on_headers(status, headers);
+  }
+
+  void on_body(std::string_view bytes) override {
+    CallbackScope scope(*this);
+    if (finished_) return;
+    events_.on_activity();
+    if (finished_) return;
+    decode_guarded([&] { decoder_->on_body(bytes, *this); });
+    if (stream_error_) {
+      launcher_.engine_.cancel(transfer_);
+      running_ = false;
+      report_failure(std::move(*stream_error_));
+      return;
+    }
+    flush_delta();
+  }
+
+  void on_complete(const std::optional<TransportError>& error) override {
+    CallbackScope scope(*this);
+    if (finished_) return;
+    running_ = false;
+    const bool error_status = status_ != 0 && (status_ < 200 || status_ >= 300);
+    if (error && !error_status) {
+      report_failure(failure_from_transport(*error, provider_->api_key));
+      return;
+    }
+    // An error status with a cut body is still classified from its status and headers.
+    std::optional<Failure> failure;
+    decode_guarded([&] { failure = decoder_->finish(*this); });
+    if (stream_error_) {
+      report_failure(std::move(*stream_error_));
+      return;
+    }
+    if (failure) {
+      report_failure(std::move(*failure));
+      return;
+    }
+    flush_delta();
+    if (finished_) return;
+    finished_ = true;
+    finalise_output();
+    events_.on_complete(std::move(output_));
+  }
+
+  // DecodeSink
+  void on_content(std::string_view text) override {
+    output_.content.append(text);
+    delta_.content.append(text);
+  }
+  void on_thinking(std::string_view text) override {
+    output_.thinking.append(text);
+    delta_.thinking.append(text);
+  }
+  void on_tool_call(const protocol::ToolCallDelta& delta) override {
+    auto it = std::find_if(tool_calls_.begin(), tool_calls_.end(),
+                           [&](const IndexedCall& c) { return c.index == delta.index; });
+    if (it == tool_calls_.end()) {
+      tool_calls_.push_back(IndexedCall{delta.index, {delta.id, delta.name, delta.arguments}});
+    } else {
+      if (it->call.id.empty()) it->call.id = delta.id;
+      // Some servers repeat the whole name in every delta instead of sending fragments.
+      if (!delta.name.empty() && delta.name != it->call.name) it->call.name += delta.name;
+      it->call.arguments += delta.arguments;
+    }
+    if (!delta_.tool_calls.empty() && delta_.tool_calls.back().index == delta.index) {
+      protocol::ToolCallDelta& last = delta_.tool_calls.back();
+      if (last.id.empty()) last.id = delta.id;
+      last.name += delta.name;
+      last.arguments += delta.arguments;
+    } else {
+      delta_.tool_calls.push_back(delta);
+    }
+  }
+  void on_usage(uint64_t prompt_tokens, uint64_t completion_tokens) override {
+    output_.usage.prompt_tokens = prompt_tokens;
+    output_.usage.completion_tokens = completion_tokens;
+    output_.usage.total_tokens = prompt_tokens + completion_tokens;
+  }
+  void on_finish(std::string_view normalised, std::string_view raw) override {
+    output_.finish_reason = normalised;
+    output_.raw_finish_reason = raw;
+  }
+  void on_metadata(std::string_view request_id, std::string_view model,
+                   int64_t created_at_unix_s) override {
+    if (!request_id.empty()) output_.request_id = request_id;
+    if (!model.empty()) output_.model = model;
+    if (created_at_unix_s != 0) output_.created_at = created_at_unix_s;
+  }
+  void on_terminator() override { output_.saw_terminator = true; }
+  void on_malformed_event(std::string_view why) override {
+    ++output_.skipped_events;
+    spdlog::debug("provider {}: skipped a stream event: {}", provider_->name, why);
+  }
+  void on_stream_error(const Failure& failure) override {
+    if (!stream_error_) stream_error_ = failure;
+  }
+
+ private:
+  // Defers destruction while callbacks of this attempt are on the stack, so that events may
+  // abort() or finish the attempt re-entrantly; the outermost scope releases it.
+  class CallbackScope {
+   public:
+    explicit CallbackScope(Attempt& attempt) : attempt_(attempt) { ++attempt_.depth_; }
+    ~CallbackScope() {
+      if (--attempt_.depth_ == 0 && attempt_.finished_) {
+        attempt_.launcher_.release(attempt_.handle_);  // destroys attempt_; touch nothing after
+      }
+    }
+    CallbackScope(const CallbackScope&) = delete;
+    CallbackScope& operator=(const CallbackScope&) = delete;
+
+   private:
+    Attempt& attempt_;
+  };
+
+  struct IndexedCall {
+    uint32_t index;
+    protocol::ToolCall call;
+  };
+
+  // Adapters do not throw on provider input; if one ever does, the attempt fails cleanly
+  // instead of unwinding through curl's callbacks.
+  template <typename Fn>
+  void decode_guarded(Fn&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      if (!stream_error_) {
+        Failure failure;
+        failure.kind = protocol::ErrorKind::internal;
+        failure.status = static_cast<uint16_t>(std::max(status_, 0));
+        failure.message = std::string("decoding failed: ") + e.what();
+        stream_error_ = std::move(failure);
+      }
+    }
+  }
+
+  void flush_delta() {
+    if (delta_.content.empty() && delta_.thinking.empty() && delta_.tool_calls.empty()) return;
+    protocol::Chunk chunk = std::move(delta_);
+    delta_ = protocol::Chunk{};
+    events_.on_delta(chunk);
+  }
+
+  void report_failure(Failure failure) {
+    if (finished_) return;
+    finished_ = true;
+    if (running_) launcher_.engine_.cancel(transfer_);
+    running_ = false;
+    spdlog::debug("attempt on provider {} failed: {} (status {})",
+                  provider_ != nullptr ? provider_->name : "?", protocol::to_string(failure.kind),
+                  failure.status);
+    events_.on_failed(std::move(failure), std::move(output_.notes));
+  }
+
+  void finalise_output() {
+    std::stable_sort(tool_calls_.begin(), tool_calls_.end(),
+                     [](const IndexedCall& a, const IndexedCall& b) { return a.index < b.index; });
+    output_.tool_calls.reserve(tool_calls_.size());
+    for (IndexedCall& entry : tool_calls_) {
+      if (entry.call.arguments.empty()) entry.call.arguments = "{}";
+      output_.tool_calls.push_back(std::move(entry.call));
+    }
+    tool_calls_.clear();
+  }
+
+  ProviderAttemptLauncher& launcher_;
+  AttemptHandle handle_;
+  AttemptEvents& events_;
+  const ProviderConfig* provider_ = nullptr;
+  std::unique_ptr<ResponseDecoder> decoder_;
+  TransferId transfer_ = 0;
+  bool running_ = false;   // a transfer is in the engine
+  bool finished_ = false;  // reported or stopped: no further events
+  int depth_ = 0;
+  int status_ = 0;
+  TimerId timer_ = kNoTimer;
+  std::optional<Failure> pending_failure_;
+  std::optional<Failure> stream_error_;
+  AttemptOutput output_;
+  std::vector<IndexedCall> tool_calls_;
+  protocol::Chunk delta_;
+};
+
+ProviderAttemptLauncher::ProviderAttemptLauncher(HttpEngine& engine, Scheduler& scheduler,
+                                                 const WorkerConfig& config)
+    : engine_(engine), scheduler_(scheduler), config_(config) {}
+
+ProviderAttemptLauncher::~ProviderAttemptLauncher() {
+  for (auto& [handle, attempt] : attempts_) attempt->stop();
+  attempts_.clear();
+}
+
+AttemptHandle ProviderAttemptLauncher::start(const AttemptSpec& spec, AttemptEvents& events) {
+  const AttemptHandle handle = next_handle_++;
+  auto owned = std::make_unique<Attempt>(*this, handle, events);
+  Attempt& attempt = *owned;
+  attempts_.emplace(handle, std::move(owned));
+
+  const ProviderConfig* provider =
+      spec.provider != nullptr ? spec.provider : config_.provider(spec.target.provider);
+  const Adapter* adapter = provider != nullptr ? adapter_for_type(provider->type) : nullptr;
+  if (provider == nullptr || adapter == nullptr) {
+    Failure failure;
+    failure.kind = protocol::ErrorKind::unsupported_provider;
+    failure.message =
+        provider == nullptr
+            ? "provider '" + spec.target.provider + "' is not configured on this worker"
+            : "provider '" + provider->name + "' has unknown type '" + provider->type + "'";
+    attempt.fail_later(std::move(failure));
+    return handle;
+  }
+  if (spec.request == nullptr || spec.target.model.empty()) {
+    Failure failure;
+    failure.kind = protocol::ErrorKind::invalid_request;
+    failure.message = spec.request == nullptr ? "no request" : "model: empty";
+    attempt.fail_later(std::move(failure));
+    return handle;
+  }
+  // Either side may turn streaming off: the policy (spec) or the provider's config.
+  const bool stream = spec.stream_upstream && provider->stream_upstream;
+  auto built = adapter->build(*spec.request, spec.target.model, stream, *provider);
+  if (auto* failure = std::get_if<Failure>(&built)) {
+    attempt.fail_later(std::move(*failure));
+    return handle;
+  }
+  try {
+    attempt.run(*provider, *adapter, std::move(std::get<BuiltRequest>(built)), stream,
+                spec.connect_timeout_ms);
+  } catch (const std::exception& e) {
+    Failure failure;
+    failure.kind = protocol::ErrorKind::internal;
+    failure.message = std::string("cannot start transfer: ") + e.what();
+    attempt.fail_later(std::move(failure));
+  }
+  return handle;
+}
+
+void ProviderAttemptLauncher::abort(AttemptHandle handle) {
+  auto it = attempts_.find(handle);
+  if (it == attempts_.end()) return;
+  it->second->stop();
+  // Inside one of its own callbacks the attempt is released when that callback unwinds.
+  if (!it->second->busy()) attempts_.erase(it);
+}
+
+void ProviderAttemptLauncher::release(AttemptHandle handle) {
+  attempts_.erase(handle);
+}
+
+}  // namespace dispatch::worker
