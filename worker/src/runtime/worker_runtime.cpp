@@ -331,8 +331,11 @@ class WorkerRuntime::Impl {
       return;
     }
     if (auto it = jobs_.find(job.job_id); it != jobs_.end()) {
-      if (it->second.delivery >= job.delivery) return;  // a duplicate of what we run
-      jobs_.erase(it);  // a newer delivery supersedes ours (broker restarted / redelivered)
+      // A duplicate of a delivery we still run is ignored. A finished entry (erased on a later
+      // loop turn) or an older delivery is superseded: after a broker restart the same job may
+      // come back with delivery 1 and must run again.
+      if (!it->second.finished && it->second.delivery >= job.delivery) return;
+      jobs_.erase(it);
     }
     auto& running = jobs_[job.job_id];
     running.delivery = job.delivery;
