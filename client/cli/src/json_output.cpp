@@ -205,7 +205,8 @@ std::string format_status_table(const protocol::StatusReply& status) {
                       format_duration_ms(worker.last_heartbeat_ms_ago) + " ago",
                       join(worker.providers, ",")});
     }
-    out += "\n" + render_table(rows);
+    out += '\n';
+    out += render_table(rows);
   }
   if (!status.providers.empty()) {
     std::vector<std::vector<std::string>> rows{{"PROVIDER", "SUBMITTED", "SUCCEEDED", "FAILED",
@@ -217,7 +218,8 @@ std::string format_status_table(const protocol::StatusReply& status) {
                       std::to_string(counters.fell_over), std::to_string(counters.prompt_tokens),
                       std::to_string(counters.completion_tokens)});
     }
-    out += "\n" + render_table(rows);
+    out += '\n';
+    out += render_table(rows);
   }
   return out;
 }
