@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:0";
   dispatch::fake_provider::ServerOptions options;
   app.add_option("--listen", listen, "host:port to bind (port 0: ephemeral)")
+      ->capture_default_str()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--tokens", options.default_tokens, "completion tokens per reply (default 8)")
       ->check(CLI::Range(0, 100000))
@@ -46,7 +47,11 @@ int main(int argc, char** argv) {
                  "accept only this API key (default: any non-empty key)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--quiet", options.quiet, "no per-attempt log lines");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is 0; a usage error exits 2, like `dispatch`
+  }
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("fake-provider"));
   if (!split_listen(listen, options.host, options.port)) {

@@ -526,10 +526,32 @@ class AnthropicFormat final : public WireFormat {
                              json{{"type", "content_block_stop"}, {"index", index}}));
       ++index;
     };
+    // A token's delta differs from the next only in its text: serialise the rest once.
+    const auto build_delta = [](json d, json i) {
+      return json{
+          {"type", "content_block_delta"}, {"index", std::move(i)}, {"delta", std::move(d)}};
+    };
+    const std::optional<detail::SplicedJson> spliced = detail::SplicedJson::make(build_delta);
+    std::string delta_json;
+    // {"<field>":"<text>","type":"<type>"}: "text" and "thinking" sort before "type".
+    const auto text_delta = [&](std::string_view type, std::string_view field,
+                                const std::string& text) {
+      if (!spliced) return delta(Kind::content, json{{"type", type}, {field, text}});
+      delta_json.assign("{\"").append(field).append("\":");
+      detail::append_json_string(delta_json, text);
+      delta_json.append(",\"type\":\"").append(type).append("\"}");
+      const std::string index_json = std::to_string(index);
+      std::string out;
+      out.reserve(spliced->fixed_size() + delta_json.size() + 48);
+      out.append("event: content_block_delta\ndata: ");
+      spliced->append(out, delta_json, index_json);
+      out.append("\n\n");
+      events.push_back(StreamEvent{Kind::content, std::move(out), {}});
+    };
     if (!plan.thinking_chunks.empty()) {
       block_start(json{{"type", "thinking"}, {"thinking", ""}, {"signature", ""}});
       for (const auto& thought : plan.thinking_chunks) {
-        delta(Kind::content, json{{"type", "thinking_delta"}, {"thinking", thought}});
+        text_delta("thinking_delta", "thinking", thought);
       }
       delta(Kind::structural, json{{"type", "signature_delta"}, {"signature", signature(context)}});
       block_stop();
@@ -545,9 +567,7 @@ class AnthropicFormat final : public WireFormat {
       block_stop();
     } else {
       block_start(json{{"type", "text"}, {"text", ""}});
-      for (const auto& text : plan.text_chunks) {
-        delta(Kind::content, json{{"type", "text_delta"}, {"text", text}});
-      }
+      for (const auto& text : plan.text_chunks) text_delta("text_delta", "text", text);
       block_stop();
     }
     events.push_back(event(

@@ -202,6 +202,57 @@ std::string sse_data(std::string_view data) {
   return out;
 }
 
+void append_json_string(std::string& out, std::string_view text) {
+  for (const char c : text) {
+    if (c < 0x20 || c > 0x7E || c == '"' || c == '\\') {
+      out += json(text).dump();
+      return;
+    }
+  }
+  out.push_back('"');
+  out.append(text);
+  out.push_back('"');
+}
+
+std::optional<SplicedJson> SplicedJson::make(const std::function<json(json, json)>& build) {
+  // Control characters are escaped by dump(), so these cannot come out of ordinary values.
+  const json a_placeholder =
+      "\x01"
+      "fake-provider-slot-a"
+      "\x01";
+  const json b_placeholder =
+      "\x01"
+      "fake-provider-slot-b"
+      "\x01";
+  const std::string text = build(a_placeholder, b_placeholder).dump();
+  const std::string a = a_placeholder.dump();
+  const std::string b = b_placeholder.dump();
+  const size_t a_at = text.find(a);
+  const size_t b_at = text.find(b);
+  if (a_at == std::string::npos || b_at == std::string::npos || text.rfind(a) != a_at ||
+      text.rfind(b) != b_at) {
+    return std::nullopt;
+  }
+  SplicedJson out;
+  out.b_first_ = b_at < a_at;
+  const size_t first_at = std::min(a_at, b_at);
+  const size_t first_len = out.b_first_ ? b.size() : a.size();
+  const size_t second_at = std::max(a_at, b_at);
+  const size_t second_len = out.b_first_ ? a.size() : b.size();
+  out.head_ = text.substr(0, first_at);
+  out.middle_ = text.substr(first_at + first_len, second_at - first_at - first_len);
+  out.tail_ = text.substr(second_at + second_len);
+  return out;
+}
+
+void SplicedJson::append(std::string& out, std::string_view a_json, std::string_view b_json) const {
+  out.append(head_);
+  out.append(b_first_ ? b_json : a_json);
+  out.append(middle_);
+  out.append(b_first_ ? a_json : b_json);
+  out.append(tail_);
+}
+
 std::string sse_event(std::string_view name, std::string_view data) {
   std::string out;
   out.reserve(name.size() + data.size() + 16);

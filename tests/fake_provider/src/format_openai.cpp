@@ -596,8 +596,9 @@ class OpenAiFormat final : public WireFormat {
     // Usage is null on every chunk but the usage chunk: always for DashScope, with
     // include_usage for OpenAI (as the real API does).
     const bool null_usage = dashscope_ || request.include_usage;
-    const auto chunk = [&](json delta, json finish) {
-      json c{{"id", completion_id(context)},
+    const std::string id = completion_id(context);
+    const auto build = [&](json delta, json finish) {
+      json c{{"id", id},
              {"object", "chat.completion.chunk"},
              {"created", context.created_unix_s},
              {"model", context.model},
@@ -607,8 +608,33 @@ class OpenAiFormat final : public WireFormat {
                                            {"logprobs", nullptr},
                                            {"finish_reason", std::move(finish)}}})}};
       if (null_usage) c["usage"] = nullptr;
-      return detail::sse_data(c.dump());
+      return c;
     };
+    // Chunks differ only in delta and finish_reason: serialise the rest once.
+    const std::optional<detail::SplicedJson> spliced = detail::SplicedJson::make(build);
+    const auto render = [&](std::string_view delta_json, std::string_view finish_json) {
+      std::string out;
+      out.reserve(spliced->fixed_size() + delta_json.size() + finish_json.size() + 8);
+      out.append("data: ");
+      spliced->append(out, delta_json, finish_json);
+      out.append("\n\n");
+      return out;
+    };
+    const auto chunk = [&](json delta, json finish) {
+      if (!spliced) return detail::sse_data(build(std::move(delta), std::move(finish)).dump());
+      return render(delta.dump(), finish.dump());
+    };
+    // {"<key>":"<text>"} without a json value per token.
+    std::string delta_json;
+    const auto text_chunk = [&](std::string_view key, const std::string& text) {
+      if (!spliced) return chunk(json{{key, text}}, nullptr);
+      delta_json.assign("{\"").append(key).append("\":");
+      detail::append_json_string(delta_json, text);
+      delta_json.push_back('}');
+      return render(delta_json, "null");
+    };
+    events.reserve(plan.thinking_chunks.size() + plan.text_chunks.size() +
+                   (plan.tool_call ? plan.tool_call->fragments.size() + 1 : 0) + 6);
     events.push_back({Kind::preamble, ": keep-alive\n\n", {}});
     events.push_back(
         {Kind::preamble,
@@ -616,10 +642,10 @@ class OpenAiFormat final : public WireFormat {
                nullptr),
          {}});
     for (const auto& thought : plan.thinking_chunks) {
-      events.push_back({Kind::content, chunk(json{{"reasoning_content", thought}}, nullptr), {}});
+      events.push_back({Kind::content, text_chunk("reasoning_content", thought), {}});
     }
     for (const auto& text : plan.text_chunks) {
-      events.push_back({Kind::content, chunk(json{{"content", text}}, nullptr), {}});
+      events.push_back({Kind::content, text_chunk("content", text), {}});
     }
     if (plan.tool_call) {
       events.push_back(
@@ -645,7 +671,7 @@ class OpenAiFormat final : public WireFormat {
     events.push_back(
         {Kind::trailer, chunk(json::object(), detail::openai_finish(plan.finish)), {}});
     if (request.include_usage) {
-      json usage_chunk{{"id", completion_id(context)},
+      json usage_chunk{{"id", id},
                        {"object", "chat.completion.chunk"},
                        {"created", context.created_unix_s},
                        {"model", context.model},

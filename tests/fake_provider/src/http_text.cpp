@@ -47,6 +47,14 @@ std::string chunk(std::string_view data) {
   return out;
 }
 
+void append_chunk(std::string& out, std::string_view data) {
+  if (data.empty()) return;
+  char size[20];
+  const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+  out.append(size, static_cast<size_t>(n));
+  out.append(data).append("\r\n");
+}
+
 std::string http_date(int64_t unix_s) {
   const time_t t = static_cast<time_t>(unix_s);
   std::tm utc{};

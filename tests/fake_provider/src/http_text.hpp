@@ -25,6 +25,8 @@ std::string render_head(const ResponseHead& head, int64_t unix_s);
 
 // One chunk of a chunked body (empty data renders nothing: the last chunk is kLastChunk).
 std::string chunk(std::string_view data);
+// chunk(data) appended to `out` (no temporary string).
+void append_chunk(std::string& out, std::string_view data);
 inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 // RFC 7231 IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".

@@ -95,7 +95,10 @@ ToolCallPlan plan_tool_call(const ToolSpec& tool) {
 std::vector<std::string> answer_words(const ChatRequest& request, size_t count) {
   std::vector<std::string> words;
   if (request.image_count > 0) {
-    words.push_back("[" + std::to_string(request.image_count));
+    // Appended rather than "[" + to_string(): GCC 12 at -O3 reports a false -Wrestrict there.
+    std::string count_word = "[";
+    count_word += std::to_string(request.image_count);
+    words.push_back(std::move(count_word));
     words.emplace_back("images]");
   }
   if (request.last_is_tool_result) {

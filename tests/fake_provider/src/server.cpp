@@ -628,6 +628,10 @@ class Server::Impl {
       consider(d_.error_mid_stream, Fault::error);
       consider(d_.cut_after, Fault::cut);
       consider(d_.stall_after, Fault::stall);
+      // Nothing to wait for and nothing to break off: the whole response goes out in one write
+      // (the same bytes; one send instead of three per stream).
+      const bool instant = fault == Fault::none && d_.first_token_ms.value_or(0) <= 0 &&
+                           d_.chunk_delay_ms.value_or(0) <= 0;
 
       const auto bytes_of = [](StreamEvent& e) {
         return e.render ? e.render() : std::move(e.bytes);
@@ -635,14 +639,21 @@ class Server::Impl {
       HttpReply head_reply;
       head_reply.content_type = wire_.stream_content_type();
       std::string pending = head_for(head_reply, std::nullopt);
+      if (instant) {
+        size_t total = pending.size() + detail::kLastChunk.size();
+        for (const StreamEvent& e : events) total += e.bytes.size() + 16;
+        pending.reserve(total);
+      }
       size_t next = 0;
       size_t written = 0;  // events written (DashScope numbers them)
       for (; next < events.size() && events[next].kind == Kind::preamble; ++next, ++written) {
-        pending += detail::chunk(bytes_of(events[next]));
+        detail::append_chunk(pending, bytes_of(events[next]));
       }
-      if (!co_await write(socket_, pending)) co_return client_gone(200, 0);
-      pending.clear();
-      mark_headers();
+      if (!instant) {
+        if (!co_await write(socket_, pending)) co_return client_gone(200, 0);
+        pending.clear();
+        mark_headers();
+      }
 
       int64_t sent = 0;
       std::vector<std::string> outcome;
@@ -671,12 +682,12 @@ class Server::Impl {
           if (d_.malformed_at && sent == *d_.malformed_at) {
             bytes = wire_.malformed_event(context_, written + 1);
           }
-          if (sent == 1) {
+          if (sent == 1 && !instant) {
             const double at = s_.ms_since_start();
             s_.log_.update(id_, [at](AttemptRecord& r) { r.first_chunk_ms = at; });
           }
         }
-        pending += detail::chunk(bytes);
+        detail::append_chunk(pending, bytes);
         ++written;
       }
       if (d_.malformed_at && *d_.malformed_at <= sent) outcome.emplace_back("malformed");
@@ -687,6 +698,18 @@ class Server::Impl {
         pending += detail::kLastChunk;
         if (!co_await write(socket_, pending)) co_return client_gone(200, sent);
         finish("error_mid_stream", 200, sent);
+        co_return Next::keep_alive;
+      }
+      if (instant) {
+        pending += detail::kLastChunk;
+        if (!co_await write(socket_, pending)) co_return client_gone(200, sent);
+        mark_headers();
+        if (sent > 0) {
+          const double at = s_.ms_since_start();
+          s_.log_.update(id_, [at](AttemptRecord& r) { r.first_chunk_ms = at; });
+        }
+        if (d_.no_terminator) outcome.emplace_back("no_terminator");
+        finish(joined(outcome), 200, sent);
         co_return Next::keep_alive;
       }
       if (!pending.empty() && !co_await write(socket_, pending)) co_return client_gone(200, sent);

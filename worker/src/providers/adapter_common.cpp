@@ -276,6 +276,68 @@ const Json* json_array(const Json& object, std::string_view key) {
   return it != object.end() && it->is_array() ? &*it : nullptr;
 }
 
+bool json_true(const Json& object, std::string_view key) {
+  if (!object.is_object()) return false;
+  auto it = object.find(key);
+  return it != object.end() && it->is_boolean() && it->get<bool>();
+}
+
+std::optional<std::string> json_text_or_dump(const Json& object, std::string_view key) {
+  if (!object.is_object()) return std::nullopt;
+  auto it = object.find(key);
+  if (it == object.end()) return std::nullopt;
+  return it->is_string() ? it->get<std::string>() : dump(*it);
+}
+
+std::string dump(const JsonValue& value) {
+  return dump(value.to_json());
+}
+
+std::string_view json_string(const JsonValue& object, std::string_view key) {
+  const JsonValue* member = object.find(key);
+  return member != nullptr && member->is_string() ? member->string() : std::string_view();
+}
+
+std::optional<uint64_t> json_uint(const JsonValue& object, std::string_view key) {
+  const JsonValue* member = object.find(key);
+  if (member == nullptr) return std::nullopt;
+  switch (member->type()) {
+    case JsonValue::Type::number_unsigned:
+      return member->unsigned_value();
+    case JsonValue::Type::number_integer: {
+      const int64_t value = member->integer_value();
+      return value < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(value));
+    }
+    case JsonValue::Type::number_float: {
+      const double value = member->float_value();
+      return value < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(value));
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+const JsonValue* json_object(const JsonValue& object, std::string_view key) {
+  const JsonValue* member = object.find(key);
+  return member != nullptr && member->is_object() ? member : nullptr;
+}
+
+const JsonValue* json_array(const JsonValue& object, std::string_view key) {
+  const JsonValue* member = object.find(key);
+  return member != nullptr && member->is_array() ? member : nullptr;
+}
+
+bool json_true(const JsonValue& object, std::string_view key) {
+  const JsonValue* member = object.find(key);
+  return member != nullptr && member->is_boolean() && member->boolean();
+}
+
+std::optional<std::string> json_text_or_dump(const JsonValue& object, std::string_view key) {
+  const JsonValue* member = object.find(key);
+  if (member == nullptr) return std::nullopt;
+  return member->is_string() ? std::string(member->string()) : dump(*member);
+}
+
 namespace {
 
 // Howard Hinnant's days_from_civil: proleptic Gregorian date -> days since 1970-01-01.

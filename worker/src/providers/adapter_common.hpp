@@ -17,6 +17,7 @@
 #include "dispatch/worker/failure.hpp"
 #include "dispatch/worker/providers/adapter.hpp"
 #include "dispatch/worker/providers/error_classifier.hpp"
+#include "json_view.hpp"
 
 namespace dispatch::worker::detail {
 
@@ -92,6 +93,19 @@ std::string_view json_string(const Json& object, std::string_view key);
 std::optional<uint64_t> json_uint(const Json& object, std::string_view key);
 const Json* json_object(const Json& object, std::string_view key);
 const Json* json_array(const Json& object, std::string_view key);
+// True when the member is the boolean true.
+bool json_true(const Json& object, std::string_view key);
+// A string member as is, any other present member serialised; nullopt when absent.
+std::optional<std::string> json_text_or_dump(const Json& object, std::string_view key);
+
+// The same readers over a stream event's JsonDocument, with the same answers.
+std::string dump(const JsonValue& value);
+std::string_view json_string(const JsonValue& object, std::string_view key);
+std::optional<uint64_t> json_uint(const JsonValue& object, std::string_view key);
+const JsonValue* json_object(const JsonValue& object, std::string_view key);
+const JsonValue* json_array(const JsonValue& object, std::string_view key);
+bool json_true(const JsonValue& object, std::string_view key);
+std::optional<std::string> json_text_or_dump(const JsonValue& object, std::string_view key);
 
 // Unix seconds from RFC 3339 ("2024-05-01T12:00:00.123456789Z", "+02:00" offsets); 0 if bad.
 int64_t parse_rfc3339_unix_s(std::string_view text);

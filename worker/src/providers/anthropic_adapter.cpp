@@ -222,11 +222,12 @@ class AnthropicDecoder final : public DecoderBase {
 
   void on_event(const SseEvent& event, DecodeSink& sink) {
     if (stopped()) return;
-    const Json data = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
-    if (data.is_discarded() || !data.is_object()) {
+    const JsonValue* root = event_document().parse(event.data);
+    if (root == nullptr || !root->is_object()) {
       malformed(sink, "stream event is not a JSON object");
       return;
     }
+    const JsonValue& data = *root;
     std::string_view type = json_string(data, "type");
     if (type.empty()) type = event.event;
     if (type == "content_block_delta") {
@@ -236,24 +237,24 @@ class AnthropicDecoder final : public DecoderBase {
     } else if (type == "content_block_stop") {
       on_block_stop(data, sink);
     } else if (type == "message_start") {
-      const Json* message = json_object(data, "message");
+      const JsonValue* message = json_object(data, "message");
       if (message == nullptr) {
         malformed(sink, "message_start without message");
         return;
       }
       sink.on_metadata(json_string(*message, "id"), json_string(*message, "model"), 0);
-      if (const Json* usage = json_object(*message, "usage")) {
+      if (const JsonValue* usage = json_object(*message, "usage")) {
         input_tokens_ = json_uint(*usage, "input_tokens").value_or(0);
         output_tokens_ = json_uint(*usage, "output_tokens").value_or(0);
         sink.on_usage(input_tokens_, output_tokens_);
       }
     } else if (type == "message_delta") {
-      if (const Json* delta = json_object(data, "delta")) {
+      if (const JsonValue* delta = json_object(data, "delta")) {
         if (auto raw = json_string(*delta, "stop_reason"); !raw.empty()) {
           sink.on_finish(normalise_finish_reason(raw), raw);
         }
       }
-      if (const Json* usage = json_object(data, "usage")) {
+      if (const JsonValue* usage = json_object(data, "usage")) {
         // output_tokens is cumulative; newer API versions repeat input_tokens here too.
         input_tokens_ = json_uint(*usage, "input_tokens").value_or(input_tokens_);
         output_tokens_ = json_uint(*usage, "output_tokens").value_or(output_tokens_);
@@ -262,13 +263,15 @@ class AnthropicDecoder final : public DecoderBase {
     } else if (type == "message_stop") {
       sink.on_terminator();
     } else if (type == "error") {
-      fail_stream(sink, classify(extract_error(&data, {})));
+      // Rare: the error readers work on nlohmann's DOM.
+      const Json full = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
+      fail_stream(sink, classify(extract_error(&full, {})));
     }
     // ping and event types newer than this build are ignored, as the API asks.
   }
 
-  void on_block_start(const Json& data, DecodeSink& sink) {
-    const Json* block = json_object(data, "content_block");
+  void on_block_start(const JsonValue& data, DecodeSink& sink) {
+    const JsonValue* block = json_object(data, "content_block");
     const auto index = json_uint(data, "index");
     if (block == nullptr || !index) {
       malformed(sink, "content_block_start without index or content_block");
@@ -282,7 +285,7 @@ class AnthropicDecoder final : public DecoderBase {
     } else if (type == "tool_use") {
       ToolBlock tool;
       tool.ordinal = next_tool_ordinal_++;
-      const Json* input = json_object(*block, "input");
+      const JsonValue* input = json_object(*block, "input");
       tool.start_input = input != nullptr && !input->empty() ? dump(*input) : "{}";
       protocol::ToolCallDelta delta;
       delta.index = tool.ordinal;
@@ -293,8 +296,8 @@ class AnthropicDecoder final : public DecoderBase {
     }
   }
 
-  void on_block_delta(const Json& data, DecodeSink& sink) {
-    const Json* delta = json_object(data, "delta");
+  void on_block_delta(const JsonValue& data, DecodeSink& sink) {
+    const JsonValue* delta = json_object(data, "delta");
     const auto index = json_uint(data, "index");
     if (delta == nullptr || !index) {
       malformed(sink, "content_block_delta without index or delta");
@@ -321,7 +324,7 @@ class AnthropicDecoder final : public DecoderBase {
     }
   }
 
-  void on_block_stop(const Json& data, DecodeSink& sink) {
+  void on_block_stop(const JsonValue& data, DecodeSink& sink) {
     const auto index = json_uint(data, "index");
     if (!index) return;
     auto it = tool_blocks_.find(*index);

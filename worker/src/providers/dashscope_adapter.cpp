@@ -90,15 +90,16 @@ class DashScopeDecoder final : public DecoderBase {
   }
 
  private:
-  static bool is_error(const Json& body) {
+  template <class JsonT>
+  static bool is_error(const JsonT& body) {
     return json_object(body, "output") == nullptr &&
            (!json_string(body, "code").empty() || json_object(body, "error") != nullptr);
   }
 
   void on_event(const SseEvent& event, DecodeSink& sink) {
     if (stopped()) return;
-    const Json data = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
-    if (data.is_discarded() || !data.is_object()) {
+    const JsonValue* root = event_document().parse(event.data);
+    if (root == nullptr || !root->is_object()) {
       if (event.event == "error") {
         ProviderError error;
         error.message = std::string(trim(event.data));
@@ -108,14 +109,18 @@ class DashScopeDecoder final : public DecoderBase {
       }
       return;
     }
-    if (event.event == "error" || is_error(data)) {
-      fail_stream(sink, classify(extract_error(&data, {})));
+    if (event.event == "error" || is_error(*root)) {
+      // Rare: the error readers work on nlohmann's DOM.
+      const Json full = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
+      fail_stream(sink, classify(extract_error(&full, {})));
       return;
     }
-    decode_object(data, sink);
+    decode_object(*root, sink);
   }
 
-  void decode_object(const Json& body, DecodeSink& sink) {
+  // A whole body (nlohmann Json) or a stream event (JsonValue).
+  template <class JsonT>
+  void decode_object(const JsonT& body, DecodeSink& sink) {
     if (!metadata_sent_) {
       if (auto id = json_string(body, "request_id"); !id.empty()) {
         metadata_sent_ = true;
@@ -123,28 +128,29 @@ class DashScopeDecoder final : public DecoderBase {
       }
     }
     std::string_view finish_reason;
-    if (const Json* output = json_object(body, "output")) {
-      const Json* choices = json_array(*output, "choices");
+    if (const JsonT* output = json_object(body, "output")) {
+      const JsonT* choices = json_array(*output, "choices");
       if (choices != nullptr && !choices->empty()) {
-        const Json& choice = choices->front();
-        if (const Json* message = json_object(choice, "message")) {
+        const JsonT& choice = choices->front();
+        if (const JsonT* message = json_object(choice, "message")) {
           if (auto thinking = json_string(*message, "reasoning_content"); !thinking.empty()) {
             sink.on_thinking(thinking);
           }
           if (auto content = json_string(*message, "content"); !content.empty()) {
             sink.on_content(content);
           }
-          if (const Json* calls = json_array(*message, "tool_calls")) {
-            for (std::size_t i = 0; i < calls->size(); ++i) {
-              const Json& call = (*calls)[i];
+          if (const JsonT* calls = json_array(*message, "tool_calls")) {
+            std::size_t i = 0;
+            for (const JsonT& call : *calls) {
               protocol::ToolCallDelta delta;
               delta.index = static_cast<uint32_t>(json_uint(call, "index").value_or(i));
               delta.id = json_string(call, "id");
-              if (const Json* function = json_object(call, "function")) {
+              if (const JsonT* function = json_object(call, "function")) {
                 delta.name = json_string(*function, "name");
                 delta.arguments = json_string(*function, "arguments");
               }
               sink.on_tool_call(delta);
+              ++i;
             }
           }
         }
@@ -155,7 +161,7 @@ class DashScopeDecoder final : public DecoderBase {
         finish_reason = json_string(*output, "finish_reason");
       }
     }
-    if (const Json* usage = json_object(body, "usage")) {
+    if (const JsonT* usage = json_object(body, "usage")) {
       sink.on_usage(json_uint(*usage, "input_tokens").value_or(0),
                     json_uint(*usage, "output_tokens").value_or(0));
     }

@@ -111,37 +111,40 @@ class OllamaDecoder final : public DecoderBase {
 
   void on_line(std::string_view line, DecodeSink& sink) {
     if (stopped()) return;
-    const Json object = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (object.is_discarded() || !object.is_object()) {
+    const JsonValue* object = event_document().parse(line);
+    if (object == nullptr || !object->is_object()) {
       malformed(sink, "stream line is not a JSON object");
       return;
     }
-    if (object.contains("error")) {
-      fail_stream(sink, classify(extract_error(&object, {})));
+    if (object->contains("error")) {
+      // Rare: the error readers work on nlohmann's DOM.
+      const Json full = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+      fail_stream(sink, classify(extract_error(&full, {})));
       return;
     }
-    decode_object(object, sink);
+    decode_object(*object, sink);
   }
 
-  void decode_object(const Json& object, DecodeSink& sink) {
+  // A whole body (nlohmann Json) or a stream line (JsonValue).
+  template <class JsonT>
+  void decode_object(const JsonT& object, DecodeSink& sink) {
     if (!metadata_sent_) {
       metadata_sent_ = true;
       sink.on_metadata("", json_string(object, "model"),
                        parse_rfc3339_unix_s(json_string(object, "created_at")));
     }
-    if (const Json* message = json_object(object, "message")) {
+    if (const JsonT* message = json_object(object, "message")) {
       if (auto thinking = json_string(*message, "thinking"); !thinking.empty()) {
         sink.on_thinking(thinking);
       }
       if (auto content = json_string(*message, "content"); !content.empty()) {
         sink.on_content(content);
       }
-      if (const Json* calls = json_array(*message, "tool_calls")) {
-        for (const Json& call : *calls) decode_tool_call(call, sink);
+      if (const JsonT* calls = json_array(*message, "tool_calls")) {
+        for (const JsonT& call : *calls) decode_tool_call(call, sink);
       }
     }
-    const auto done = object.find("done");
-    if (done != object.end() && done->is_boolean() && done->get<bool>()) {
+    if (json_true(object, "done")) {
       sink.on_usage(json_uint(object, "prompt_eval_count").value_or(0),
                     json_uint(object, "eval_count").value_or(0));
       const std::string_view raw = json_string(object, "done_reason");
@@ -155,8 +158,9 @@ class OllamaDecoder final : public DecoderBase {
   }
 
   // Calls arrive whole, arguments as an object: one delta carries all of a call.
-  void decode_tool_call(const Json& call, DecodeSink& sink) {
-    const Json* function = json_object(call, "function");
+  template <class JsonT>
+  void decode_tool_call(const JsonT& call, DecodeSink& sink) {
+    const JsonT* function = json_object(call, "function");
     if (function == nullptr) return;
     protocol::ToolCallDelta delta;
     delta.index = tool_calls_seen_++;
@@ -164,8 +168,8 @@ class OllamaDecoder final : public DecoderBase {
     // Older Ollama sends no ids; other formats need one to pair results with calls.
     if (delta.id.empty()) delta.id = fmt::format("call_{}", delta.index);
     delta.name = json_string(*function, "name");
-    if (auto it = function->find("arguments"); it != function->end()) {
-      delta.arguments = it->is_string() ? it->get<std::string>() : dump(*it);
+    if (auto arguments = json_text_or_dump(*function, "arguments")) {
+      delta.arguments = std::move(*arguments);
     }
     if (delta.arguments.empty()) delta.arguments = "{}";
     sink.on_tool_call(delta);

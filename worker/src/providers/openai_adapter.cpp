@@ -90,8 +90,10 @@ std::variant<Json, Failure> build_response_format(const protocol::Request& reque
       "response_format: unknown value '{}' (expected text, json_object or json_schema)", format));
 }
 
-// Decodes one chat.completion (whole) or chat.completion.chunk (stream) object.
-void decode_completion(const Json& body, bool streaming, bool& metadata_sent, DecodeSink& sink) {
+// Decodes one chat.completion (whole, an nlohmann Json) or chat.completion.chunk (stream, a
+// JsonValue) object.
+template <class JsonT>
+void decode_completion(const JsonT& body, bool streaming, bool& metadata_sent, DecodeSink& sink) {
   if (!metadata_sent) {
     const std::string_view id = json_string(body, "id");
     const std::string_view model = json_string(body, "model");
@@ -100,10 +102,10 @@ void decode_completion(const Json& body, bool streaming, bool& metadata_sent, De
       sink.on_metadata(id, model, static_cast<int64_t>(json_uint(body, "created").value_or(0)));
     }
   }
-  if (const Json* choices = json_array(body, "choices"); choices != nullptr && !choices->empty()) {
+  if (const JsonT* choices = json_array(body, "choices"); choices != nullptr && !choices->empty()) {
     // n is never set, so the answer is choice 0.
-    const Json& choice = choices->front();
-    const Json* part = json_object(choice, streaming ? "delta" : "message");
+    const JsonT& choice = choices->front();
+    const JsonT* part = json_object(choice, streaming ? "delta" : "message");
     if (part != nullptr) {
       if (auto thinking = json_string(*part, "reasoning_content"); !thinking.empty()) {
         sink.on_thinking(thinking);
@@ -111,17 +113,18 @@ void decode_completion(const Json& body, bool streaming, bool& metadata_sent, De
         sink.on_thinking(reasoning);
       }
       if (auto content = json_string(*part, "content"); !content.empty()) sink.on_content(content);
-      if (const Json* calls = json_array(*part, "tool_calls")) {
-        for (std::size_t i = 0; i < calls->size(); ++i) {
-          const Json& call = (*calls)[i];
+      if (const JsonT* calls = json_array(*part, "tool_calls")) {
+        std::size_t i = 0;
+        for (const JsonT& call : *calls) {
           protocol::ToolCallDelta delta;
           delta.index = static_cast<uint32_t>(json_uint(call, "index").value_or(i));
           delta.id = json_string(call, "id");
-          if (const Json* function = json_object(call, "function")) {
+          if (const JsonT* function = json_object(call, "function")) {
             delta.name = json_string(*function, "name");
             delta.arguments = json_string(*function, "arguments");
           }
           sink.on_tool_call(delta);
+          ++i;
         }
       }
     }
@@ -129,7 +132,7 @@ void decode_completion(const Json& body, bool streaming, bool& metadata_sent, De
       sink.on_finish(normalise_finish_reason(raw), raw);
     }
   }
-  if (const Json* usage = json_object(body, "usage")) {
+  if (const JsonT* usage = json_object(body, "usage")) {
     sink.on_usage(json_uint(*usage, "prompt_tokens").value_or(0),
                   json_uint(*usage, "completion_tokens").value_or(0));
   }
@@ -191,16 +194,18 @@ class OpenAiDecoder final : public DecoderBase {
       sink.on_terminator();
       return;
     }
-    const Json chunk = Json::parse(data, nullptr, /*allow_exceptions=*/false);
-    if (chunk.is_discarded() || !chunk.is_object()) {
+    const JsonValue* chunk = event_document().parse(data);
+    if (chunk == nullptr || !chunk->is_object()) {
       malformed(sink, "stream event is not a JSON object");
       return;
     }
-    if (chunk.contains("error")) {
-      fail_stream(sink, classify(extract_error(&chunk, {})));
+    if (chunk->contains("error")) {
+      // Rare: the error readers work on nlohmann's DOM.
+      const Json full = Json::parse(data, nullptr, /*allow_exceptions=*/false);
+      fail_stream(sink, classify(extract_error(&full, {})));
       return;
     }
-    decode_completion(chunk, true, metadata_sent_, sink);
+    decode_completion(*chunk, true, metadata_sent_, sink);
   }
 
   SseParser parser_;
