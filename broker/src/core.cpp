@@ -89,7 +89,8 @@ BrokerCore::BrokerCore(BrokerConfig config, std::string broker_id, const Clock& 
       clock_(clock),
       transport_(transport),
       started_(clock.now()),
-      next_tick_(started_ + config_.heartbeat_interval),
+      next_tick_(started_ +
+                 std::max<Clock::duration>(config_.heartbeat_interval / 2, milliseconds(1))),
       frontend_replies_(config_.hostile_replies_per_second, config_.hostile_replies_per_second),
       backend_replies_(config_.hostile_replies_per_second, config_.hostile_replies_per_second),
       hostile_log_(config_.log_lines_per_second, config_.log_lines_per_second * 2),
@@ -350,18 +351,74 @@ void BrokerCore::on_ready(std::string_view route, const protocol::FrameView& mes
     return;
   }
   protocol::Ready& ready = decoded.value();
-  // A ready from a registered worker means it (re)started its session: whatever we think it
-  // runs may be gone, so those jobs are redelivered (late answers from the old delivery are
-  // dropped by delivery number).
-  if (workers_.contains(route)) lose_worker(route, "sent ready again");
+  // A ready from a registered worker means it (re)started its session. The deliveries it lists
+  // in `jobs` are still running there (a worker that reconnected because it thought us dead,
+  // e.g. while one of us was starved of CPU): they stay with it, on the new connection, with
+  // the same delivery number. Whatever else we think it runs may be gone, so those jobs are
+  // redelivered (late answers from the old delivery are dropped by delivery number).
+  detail::StringMap<uint32_t> held;
+  held.reserve(ready.jobs.size());
+  for (const protocol::HeldJob& job : ready.jobs) held.emplace(job.job_id, job.delivery);
+  std::vector<Job*> kept;
+  const auto keep_held = [&](Worker& previous) {
+    if (held.empty() || previous.worker_id != clip(ready.worker_id, kMaxInfoString)) return;
+    for (Job* job = previous.in_flight.front(); job != nullptr;) {
+      Job* next = job->next;
+      auto it = held.find(job->id);
+      if (it != held.end() && it->second == job->delivery) {
+        previous.in_flight.erase(*job);
+        job->worker = nullptr;
+        kept.push_back(job);
+      }
+      job = next;
+    }
+  };
+  if (auto same = workers_.find(route); same != workers_.end()) {
+    keep_held(*same->second);
+    lose_worker(route, "sent ready again");
+  }
   if (!ready.worker_id.empty()) {
     auto previous = worker_routes_.find(ready.worker_id);
     if (previous != worker_routes_.end() && previous->second != route) {
       const std::string old_route = previous->second;
+      if (auto old = workers_.find(old_route); old != workers_.end()) keep_held(*old->second);
       lose_worker(old_route, "reconnected on a new connection");
     }
   }
   Worker& worker = register_worker(route, std::move(ready));
+  for (Job* job : kept) {
+    job->worker = &worker;
+    worker.in_flight.push_back(*job);
+    // A cancel sent on the old connection may have been lost with it.
+    if (job->cancel_requested) {
+      send_worker(worker,
+                  make_frames(Command::cancel, protocol::encode(protocol::Cancel{job->id})));
+    }
+  }
+  if (!kept.empty()) {
+    counters_.jobs_kept += kept.size();
+    spdlog::info("worker {} still runs {} job(s): kept on its new connection", worker.worker_id,
+                 kept.size());
+  }
+  update_availability(worker);
+  // A welcome: a worker that reconnected because it heard nothing from us learns at once that
+  // we are alive, instead of a heartbeat interval later (when it may be about to give up again).
+  send_worker(worker,
+              make_frames(Command::heartbeat,
+                          protocol::encode(protocol::Heartbeat{
+                              broker_id_, static_cast<uint32_t>(worker.in_flight.size())})));
+  // Deliveries it holds that are no longer its own (redelivered elsewhere after we lost it, or
+  // finished) only cost provider calls: stop them. A queued job is left alone - it may come back
+  // to this worker, which then replaces the old run by the new delivery.
+  for (const auto& [job_id, delivery] : held) {
+    if (worker.lost || worker.detached) break;
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) continue;
+    const Job& job = *it->second;
+    if (job.state == detail::JobState::queued) continue;
+    if (job.state == detail::JobState::running && job.worker == &worker) continue;
+    send_worker(worker, make_frames(Command::cancel, protocol::encode(protocol::Cancel{job_id})));
+  }
   dispatch_worker(worker);
 }
 
@@ -556,6 +613,17 @@ void BrokerCore::assign(Job& job, Worker& worker) {
   frames.emplace_back();
   frames.back().copy(job.request);  // shared, not copied: kept for a redelivery
   send_worker(worker, std::move(frames));
+  if (worker.detached) {
+    // It never reached the worker: back to the front of the queue, as if never dispatched.
+    worker.in_flight.erase(job);
+    --running_total_;
+    job.worker = nullptr;
+    --job.delivery;
+    enqueue(job, true);
+    // Another worker may take it; dispatched after the current event, not from inside a
+    // dispatch loop.
+    redispatch_.push_back(job.provider);
+  }
 }
 
 void BrokerCore::update_availability(Worker& worker) {
@@ -563,7 +631,8 @@ void BrokerCore::update_availability(Worker& worker) {
     for (ProviderState* state : worker.providers) state->available.erase(worker.key);
     worker.available = false;
   }
-  if (!worker.lost && worker.capacity > 0 && worker.in_flight.size() < worker.capacity) {
+  if (!worker.lost && !worker.detached && worker.capacity > 0 &&
+      worker.in_flight.size() < worker.capacity) {
     worker.key = detail::LoadKey{static_cast<uint32_t>(worker.in_flight.size()), worker.capacity,
                                  worker.idle_seq, &worker};
     for (ProviderState* state : worker.providers) state->available.insert(worker.key);
@@ -611,26 +680,46 @@ detail::Worker& BrokerCore::register_worker(std::string_view route, protocol::Re
 }
 
 void BrokerCore::send_worker(Worker& worker, Frames frames) {
-  if (worker.lost) return;
+  if (worker.lost || worker.detached) return;
   const SendStatus sent = transport_.send_to_worker(worker.route, std::move(frames));
   if (sent == SendStatus::sent) {
     worker.last_sent = clock_.now();
     return;
   }
-  // Gone, or so far behind that its pipe is full: either way it cannot run more work. The
-  // removal waits for the end of the event so that no caller is left with a dangling worker.
+  if (sent == SendStatus::unreachable) {
+    // Its connection closed. A worker that reconnects because it heard nothing from us (we were
+    // the slow one) closes the old connection first and announces its jobs on the new one;
+    // redelivering them now would start every one of them twice. check_workers() gives it one
+    // liveness window to come back.
+    worker.detached = true;
+    worker.detached_at = clock_.now();
+    update_availability(worker);
+    if (worker_log_.allow(clock_.now())) {
+      spdlog::info("worker {}: connection closed; {} job(s) wait for it to reconnect",
+                   worker.worker_id, worker.in_flight.size());
+    }
+    return;
+  }
+  // So far behind that its pipe is full: it cannot run more work. The removal waits for the end
+  // of the event so that no caller is left with a dangling worker.
   worker.lost = true;
   update_availability(worker);
   lost_workers_.push_back(worker.route);
 }
 
 void BrokerCore::process_lost_workers() {
-  // Bounded: each round removes workers, and a worker is queued here at most once.
-  while (!lost_workers_.empty()) {
+  // Bounded: each round removes workers or detaches them, and a worker is lost or detached at
+  // most once; a job goes back to the queue only when a worker became detached.
+  while (!lost_workers_.empty() || !redispatch_.empty()) {
     std::vector<std::string> routes = std::move(lost_workers_);
     lost_workers_.clear();
     for (const std::string& route : routes) {
-      lose_worker(route, "unreachable (disconnected, or its pipe is full)");
+      lose_worker(route, "its pipe is full");
+    }
+    std::vector<std::string> providers = std::move(redispatch_);
+    redispatch_.clear();
+    for (const std::string& name : providers) {
+      if (auto it = providers_.find(name); it != providers_.end()) dispatch_provider(*it->second);
     }
   }
 }
@@ -694,21 +783,63 @@ void BrokerCore::lose_worker(std::string_view route, std::string_view reason) {
   for (ProviderState* state : worker.providers) maybe_forget_provider(*state);
 }
 
-void BrokerCore::check_workers(Clock::time_point now) {
+// Twice per interval, so that a worker hears from us at least every 1.5 intervals (one check per
+// interval lets the gap reach 2, half of a liveness window of 4).
+Clock::duration BrokerCore::tick_period() const {
+  return std::max<Clock::duration>(config_.heartbeat_interval / 2, milliseconds(1));
+}
+
+void BrokerCore::check_workers(Clock::time_point now, bool stalled) {
   const auto dead_after = config_.heartbeat_interval * config_.liveness;
-  std::vector<std::string> dead;
+  std::vector<std::pair<std::string, uint64_t>> dead;  // route, silent ms
+  bool deferred = false;
+  std::optional<bool> input_pending;  // asked at most once per check
   for (auto& [route, worker] : workers_) {
-    if (now - worker->last_heard > dead_after) {
-      dead.push_back(route);
-    } else if (now - worker->last_sent >= config_.heartbeat_interval) {
+    if (worker->detached) {
+      // Its silence is expected (no connection); what counts is whether it comes back.
+      if (now - worker->detached_at > dead_after) {
+        dead.emplace_back(route, ms_between(worker->last_heard, now));
+      }
+      continue;
+    }
+    const auto silent = now - worker->last_heard;
+    if (silent > dead_after) {
+      // Silence we could not have observed is no evidence. After our own loop stalled (SIGSTOP,
+      // CPU starvation), the workers' messages of that time are still in the socket: look once
+      // more on the next check. And while messages from workers wait unread, the proof of life
+      // may be among them - up to twice the window, so that a broker that never catches up
+      // still notices a dead worker.
+      bool defer = stalled && !stall_grace_used_;
+      if (!defer && silent <= 2 * dead_after) {
+        if (!input_pending) input_pending = transport_.worker_input_pending();
+        defer = *input_pending;
+      }
+      if (!defer) {
+        dead.emplace_back(route, ms_between(worker->last_heard, now));
+        continue;
+      }
+      deferred = true;  // and it still gets its heartbeat: it may be waiting to hear from us
+    }
+    if (now - worker->last_sent >= config_.heartbeat_interval) {
       send_worker(*worker,
                   make_frames(Command::heartbeat,
                               protocol::encode(protocol::Heartbeat{
                                   broker_id_, static_cast<uint32_t>(worker->in_flight.size())})));
     }
   }
-  for (const std::string& route : dead) {
-    lose_worker(route, "silent for " + std::to_string(dead_after.count()) + " ms");
+  if (deferred) {
+    ++counters_.liveness_deferred;
+    if (worker_log_.allow(now)) {
+      spdlog::info("liveness check put off: {}",
+                   stalled ? "the broker loop itself stalled" : "worker messages wait unread");
+    }
+  }
+  stall_grace_used_ = stalled && deferred && !stall_grace_used_;
+  for (const auto& [route, silent_ms] : dead) {
+    const auto it = workers_.find(route);
+    if (it == workers_.end()) continue;
+    lose_worker(route, it->second->detached ? "its connection closed and it did not come back"
+                                            : "silent for " + std::to_string(silent_ms) + " ms");
   }
 }
 
@@ -838,8 +969,9 @@ void BrokerCore::on_timer() {
     evict_finished(*finished_.front());
   }
   if (now >= next_tick_) {
-    check_workers(now);
-    next_tick_ = now + config_.heartbeat_interval;
+    // Late by more than half an interval: the loop did not run (stopped or starved).
+    check_workers(now, now - next_tick_ > config_.heartbeat_interval / 2);
+    next_tick_ = now + tick_period();
   }
   if (draining_ && !drained_ && (running_total_ == 0 || now >= drain_deadline_)) end_drain();
   process_lost_workers();

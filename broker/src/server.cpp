@@ -133,6 +133,10 @@ SendStatus BrokerServer::send_to_worker(std::string_view route, Frames frames) {
   return try_send(backend_, route, frames);
 }
 
+bool BrokerServer::worker_input_pending() {
+  return (backend_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+}
+
 SendStatus BrokerServer::try_send(zmq::socket_t& socket, std::string_view route, Frames& frames) {
   // Only the routing frame can fail: libzmq checks the peer and its high-water mark there and
   // then takes the rest of the multipart message unconditionally.

@@ -213,6 +213,11 @@ DISPATCH_FIELDS(ResetHeader) {
   v("delivery", m.delivery);
 }
 
+DISPATCH_FIELDS(HeldJob) {
+  v("job_id", m.job_id, kJobIdField);
+  v("delivery", m.delivery, kRequired);
+}
+
 DISPATCH_FIELDS(Ready) {
   v("worker_id", m.worker_id, kRequiredName);
   v("host", m.host);
@@ -220,6 +225,7 @@ DISPATCH_FIELDS(Ready) {
   v("capacity", m.capacity, kRequired);
   v("providers", m.providers);
   v("version", m.version);
+  v("jobs", m.jobs);
 }
 
 DISPATCH_FIELDS(Credit) {

@@ -75,8 +75,13 @@ void run_workers(zmq::context_t& context, const std::string& endpoint, const Opt
   std::vector<zmq::socket_t> sockets;
   for (int w = 0; w < options.workers; ++w) {
     sockets.push_back(dealer(context, endpoint));
-    protocol::Ready ready{
-        "bench-worker-" + std::to_string(w), "localhost", 1, options.capacity, {"bench"}, "bench"};
+    protocol::Ready ready{"bench-worker-" + std::to_string(w),
+                          "localhost",
+                          1,
+                          options.capacity,
+                          {"bench"},
+                          "bench",
+                          {}};
     protocol::send_message(sockets.back(), Command::ready, protocol::encode(ready), {},
                            protocol::SendMode::blocking);
   }

@@ -45,8 +45,11 @@ class FakeTransport final : public Transport {
     return SendStatus::sent;
   }
 
+  bool worker_input_pending() override { return input_pending; }
+
   std::deque<Sent> sent;
   std::set<std::string> unreachable;
+  bool input_pending = false;
 };
 
 template <class T>
@@ -85,8 +88,10 @@ class CoreTest : public ::testing::Test {
   }
 
   void ready(const std::string& route, const std::string& worker_id, uint32_t capacity,
-             std::vector<std::string> providers = {"openai"}) {
-    protocol::Ready r{worker_id, "host-a", 42, capacity, std::move(providers), "test"};
+             std::vector<std::string> providers = {"openai"},
+             std::vector<protocol::HeldJob> held = {}) {
+    protocol::Ready r{worker_id, "host-a",       42, capacity, std::move(providers),
+                      "test",    std::move(held)};
     core_->on_backend(route, make_frames(Command::ready, protocol::encode(r)));
   }
 
@@ -747,6 +752,10 @@ TEST_F(CoreTest, WorkerDisconnectRequeuesItsJobs) {
 }
 
 TEST_F(CoreTest, UnreachableWorkerIsLostAndItsJobGoesElsewhere) {
+  BrokerConfig config;
+  config.heartbeat_interval = 100ms;
+  config.liveness = 4;
+  make(config);
   ready("w1", "worker-1", 1);
   ready("w2", "worker-2", 1);
   take();
@@ -755,7 +764,41 @@ TEST_F(CoreTest, UnreachableWorkerIsLostAndItsJobGoesElsewhere) {
   auto jobs = take_jobs();
   ASSERT_EQ(jobs.size(), 1u);
   EXPECT_EQ(jobs[0].first, "w2");
+  EXPECT_EQ(jobs[0].second.delivery, 1u) << "a job that never reached w1 is not a redelivery";
+  // Its connection is gone; it gets a liveness window to come back before it is lost.
+  const auto* w1 = core_->find_worker("w1");
+  ASSERT_NE(w1, nullptr);
+  EXPECT_TRUE(w1->detached);
+  for (int i = 0; i < 10 && core_->find_worker("w1") != nullptr; ++i) {
+    advance(50ms);
+    worker_heartbeat("w2");
+  }
   EXPECT_EQ(core_->find_worker("w1"), nullptr);
+}
+
+TEST_F(CoreTest, WorkerWhoseConnectionClosedKeepsItsJobsIfItComesBackInTime) {
+  BrokerConfig config;
+  config.heartbeat_interval = 100ms;
+  config.liveness = 4;
+  make(config);
+  ready("w1", "worker-1", 2);
+  submit("c1", "j1");
+  submit("c1", "j2");
+  take();
+  // The worker closed its connection (it thought us dead); our next heartbeat finds no peer.
+  transport_.unreachable.insert("w1");
+  advance(100ms);
+  advance(100ms);
+  ASSERT_NE(core_->find_worker("w1"), nullptr);
+  EXPECT_TRUE(core_->find_worker("w1")->detached);
+  EXPECT_EQ(core_->counters().redeliveries, 0u);
+  ready("w1-new", "worker-1", 2, {"openai"}, {{"j1", 1}, {"j2", 1}});
+  EXPECT_TRUE(take_jobs().empty());
+  EXPECT_EQ(core_->counters().jobs_kept, 2u);
+  EXPECT_EQ(core_->counters().redeliveries, 0u);
+  result("w1-new", "j1", 1);
+  result("w1-new", "j2", 1);
+  EXPECT_EQ(take_of(Command::result).size(), 2u);
 }
 
 TEST_F(CoreTest, HeartbeatsToIdleWorkersAndAnswersToClients) {
@@ -797,8 +840,147 @@ TEST_F(CoreTest, AnyWorkerTrafficCountsAsLife) {
     chunk("w1", "j1", static_cast<uint64_t>(i), 1);
   }
   EXPECT_NE(core_->find_worker("w1"), nullptr);
-  advance(300ms);
+  for (int i = 0; i < 3; ++i) advance(100ms);
   EXPECT_EQ(core_->find_worker("w1"), nullptr);
+}
+
+// ---- liveness under load: a late heartbeat must not become a redelivery storm ----------------
+
+TEST_F(CoreTest, WorkerReconnectingWithHeldJobsKeepsThoseDeliveries) {
+  ready("w1", "worker-1", 3);
+  submit("c1", "streamed", "openai", Priority::interactive, true);
+  submit("c1", "plain");
+  submit("c1", "lost-in-pipe");
+  ASSERT_EQ(take_jobs().size(), 3u);
+  chunk("w1", "streamed", 0, 1);
+  take();
+  // The worker thought us dead and came back on a new connection, still running two of them;
+  // the third one's result went down with the old connection.
+  ready("w1-new", "worker-1", 3, {"openai"}, {{"streamed", 1}, {"plain", 1}});
+  auto sent = take();
+  // Welcomed at once, so that it knows this broker is alive.
+  auto welcome = of(sent, Command::heartbeat, false);
+  ASSERT_EQ(welcome.size(), 1u);
+  EXPECT_EQ(welcome[0].route, "w1-new");
+  EXPECT_TRUE(of(sent, Command::reset).empty()) << "a kept stream must not be restarted";
+  auto jobs = of(sent, Command::job, false);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].route, "w1-new");
+  auto header = decode_or_die<protocol::JobHeader>(jobs[0].header());
+  EXPECT_EQ(header.job_id, "lost-in-pipe");
+  EXPECT_EQ(header.delivery, 2u);
+  EXPECT_EQ(core_->counters().jobs_kept, 2u);
+  EXPECT_EQ(core_->counters().redeliveries, 1u);
+  const auto* worker = core_->find_worker("w1-new");
+  ASSERT_NE(worker, nullptr);
+  EXPECT_EQ(worker->in_flight.size(), 3u);
+  EXPECT_EQ(core_->running(), 3u);
+  // The kept deliveries go on where they were: chunks and results of delivery 1 are relayed.
+  chunk("w1-new", "streamed", 1, 1);
+  result("w1-new", "streamed", 1);
+  result("w1-new", "plain", 1);
+  result("w1-new", "lost-in-pipe", 2);
+  sent = take();
+  EXPECT_EQ(of(sent, Command::chunk).size(), 1u);
+  EXPECT_EQ(of(sent, Command::result).size(), 3u);
+  EXPECT_EQ(core_->counters().zombie_messages, 0u);
+  EXPECT_EQ(core_->running(), 0u);
+}
+
+TEST_F(CoreTest, ReadyAgainOnTheSameConnectionKeepsHeldJobs) {
+  ready("w1", "worker-1", 2);
+  submit("c1", "j1");
+  submit("c1", "j2");
+  take();
+  ready("w1", "worker-1", 2, {"openai"}, {{"j1", 1}, {"j2", 1}});
+  EXPECT_TRUE(take_jobs().empty());
+  EXPECT_EQ(core_->counters().jobs_kept, 2u);
+  EXPECT_EQ(core_->counters().redeliveries, 0u);
+  result("w1", "j1", 1);
+  result("w1", "j2", 1);
+  EXPECT_EQ(take_of(Command::result).size(), 2u);
+}
+
+TEST_F(CoreTest, HeldJobsOfAnotherWorkerIdOrDeliveryAreNotKept) {
+  ready("w1", "worker-1", 2);
+  submit("c1", "j1");
+  submit("c1", "j2");
+  take();
+  // Another process may not claim worker-1's jobs, nor an old delivery of them.
+  ready("w2", "worker-2", 2, {"openai"}, {{"j1", 1}});
+  ready("w1-new", "worker-1", 2, {"openai"}, {{"j2", 7}});
+  EXPECT_EQ(core_->counters().jobs_kept, 0u);
+  EXPECT_EQ(core_->counters().redeliveries, 2u);
+}
+
+TEST_F(CoreTest, HeldJobsRedeliveredMeanwhileAreCancelledAtTheReturningWorker) {
+  BrokerConfig config;
+  config.heartbeat_interval = 100ms;
+  config.liveness = 2;
+  make(config);
+  ready("w1", "worker-1", 1);
+  ready("w2", "worker-2", 1);
+  submit("c1", "j1");
+  take();
+  const std::string first = core_->find_job("j1")->worker->route;
+  const std::string other = first == "w1" ? "w2" : "w1";
+  const std::string first_id = first == "w1" ? "worker-1" : "worker-2";
+  for (int i = 0; i < 4; ++i) {
+    advance(100ms);
+    worker_heartbeat(other);
+  }
+  ASSERT_EQ(core_->find_worker(first), nullptr) << "the silent worker was not lost";
+  ASSERT_EQ(core_->find_job("j1")->worker->route, other);
+  take();
+  // The lost worker was only stopped, and comes back still running delivery 1.
+  ready(first + "-new", first_id, 1, {"openai"}, {{"j1", 1}});
+  auto cancels = take_of(Command::cancel, false);
+  ASSERT_EQ(cancels.size(), 1u);
+  EXPECT_EQ(cancels[0].route, first + "-new");
+  EXPECT_EQ(decode_or_die<protocol::Cancel>(cancels[0].header()).job_id, "j1");
+  EXPECT_EQ(core_->find_job("j1")->worker->route, other);
+}
+
+TEST_F(CoreTest, BrokerStallIsNotTakenForSilentWorkers) {
+  BrokerConfig config;
+  config.heartbeat_interval = 100ms;
+  config.liveness = 4;
+  make(config);
+  ready("w1", "worker-1", 1);
+  submit("c1", "j1");
+  take();
+  // Our own loop did not run for 1 s (SIGSTOP, starved of CPU): the worker's messages of that
+  // time are still unread, so its silence proves nothing yet.
+  advance(1'000ms);
+  EXPECT_NE(core_->find_worker("w1"), nullptr);
+  EXPECT_EQ(core_->counters().liveness_deferred, 1u);
+  worker_heartbeat("w1");  // read once the loop runs again
+  for (int i = 0; i < 6; ++i) {
+    advance(50ms);
+    EXPECT_NE(core_->find_worker("w1"), nullptr);
+    worker_heartbeat("w1");
+  }
+  EXPECT_EQ(core_->counters().redeliveries, 0u);
+  // A worker that really went quiet is still lost once the loop runs normally.
+  for (int i = 0; i < 10 && core_->find_worker("w1") != nullptr; ++i) advance(50ms);
+  EXPECT_EQ(core_->find_worker("w1"), nullptr);
+  EXPECT_EQ(core_->counters().redeliveries, 1u);
+}
+
+TEST_F(CoreTest, UnreadWorkerInputDefersTheVerdictUpToTwiceTheWindow) {
+  BrokerConfig config;
+  config.heartbeat_interval = 100ms;
+  config.liveness = 4;
+  make(config);
+  ready("w1", "worker-1", 1);
+  transport_.input_pending = true;
+  const auto start = clock_.now();
+  while (core_->find_worker("w1") != nullptr && clock_.now() - start < 2s) advance(50ms);
+  EXPECT_EQ(core_->find_worker("w1"), nullptr);
+  // Lost only past twice the 400 ms window, not at 400 ms.
+  EXPECT_GT(clock_.now() - start, 800ms);
+  EXPECT_LE(clock_.now() - start, 900ms);
+  EXPECT_GE(core_->counters().liveness_deferred, 1u);
 }
 
 TEST_F(CoreTest, MalformedResultPayloadBecomesInternalError) {
@@ -932,6 +1114,7 @@ TEST_F(CoreTest, HostileFramesGetTypedRejectionsAndChangeNothing) {
 
   // Backend: a registered worker sending junk stays registered and keeps working.
   ready("w1", "worker-1", 1);
+  take();  // the welcome heartbeat
   core_->on_backend("w1", raw({"LLMD1", "chunk", "\x01\x02"}));
   auto sent = take();
   ASSERT_EQ(sent.size(), 1u);
@@ -1054,7 +1237,8 @@ TEST_F(CoreTest, NextTimerFollowsTheEarliestDeadline) {
   config.heartbeat_interval = 1'000ms;
   make(config);
   const auto start = clock_.now();
-  EXPECT_EQ(core_->next_timer(), start + 1'000ms);
+  // Liveness and heartbeats are checked twice per interval.
+  EXPECT_EQ(core_->next_timer(), start + 500ms);
   submit("c1", "j1", "openai", Priority::interactive, false, 300);
   EXPECT_EQ(core_->next_timer(), start + 300ms);
 }

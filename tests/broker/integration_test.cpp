@@ -172,8 +172,10 @@ TEST_F(BrokerIntegration, BrokerRestartWorkersReconnectAndResubmittedJobsComplet
   constexpr int kJobs = 10;
   for (int i = 0; i < kJobs; ++i) client.submit("r" + std::to_string(i));
   const std::vector<Peer*> peers = {&client, &w1, &w2};
+  // The accepts and the jobs travel on different connections: wait for both.
   ASSERT_TRUE(pump(
-      peers, [&] { return w1.held.size() + w2.held.size() == kJobs; }, kWait));
+      peers, [&] { return w1.held.size() + w2.held.size() == kJobs && !client.broker_id.empty(); },
+      kWait));
   const std::string first_id = client.broker_id;
   ASSERT_EQ(first_id.size(), 16u);
 

@@ -287,7 +287,7 @@ class ScriptedWorker final : public Peer {
   }
 
   void send_ready() {
-    protocol::Ready r{worker_id_, "test-host", 1234, capacity_, providers_, "scripted"};
+    protocol::Ready r{worker_id_, "test-host", 1234, capacity_, providers_, "scripted", {}};
     send(protocol::Command::ready, protocol::encode(r));
     last_heard_ = SteadyClock::now();
   }

@@ -171,7 +171,8 @@ TEST(RoundTrip, AllEmptyExceptRequired) {
   expect_round_trip(ChunkHeader{Chunk{"j", 0, "", "", {}}, 0});
   expect_round_trip(StreamReset{"j", 0, ""});
   expect_round_trip(ResetHeader{StreamReset{"j", 0, ""}, 0});
-  expect_round_trip(Ready{"w", "", 0, 0, {}, ""});
+  expect_round_trip(Ready{"w", "", 0, 0, {}, "", {}});
+  expect_round_trip(Ready{"w", "", 0, 0, {}, "", {{"job-1", 1}, {"job-2", 3}}});
   expect_round_trip(Credit{});
   expect_round_trip(Heartbeat{});
   expect_round_trip(Disconnect{});
@@ -498,6 +499,11 @@ TEST(Errors, MissingRequiredFields) {
                       "capacity: required field is missing");
   expect_error<Ready>({{"capacity", 1}}, Code::missing_field,
                       "worker_id: required field is missing");
+  expect_error<Ready>({{"worker_id", "w"}, {"capacity", 1}, {"jobs", {{{"job_id", "j"}}}}},
+                      Code::missing_field, "jobs[0].delivery: required field is missing");
+  expect_error<Ready>(
+      {{"worker_id", "w"}, {"capacity", 1}, {"jobs", {{{"job_id", ""}, {"delivery", 1}}}}},
+      Code::invalid_value, "jobs[0].job_id");
   expect_error<Credit>(json::object(), Code::missing_field, "capacity: required field is missing");
   expect_error<StatusReply>({{"uptime_ms", 1}}, Code::missing_field,
                             "broker_id: required field is missing");

@@ -264,6 +264,9 @@ std::vector<GoldenCase> golden_cases() {
   cases.push_back(make_case("error_queue_deadline", "Error", "error", "payload", deadline));
 
   cases.push_back(make_case("ready", "Ready", "ready", "header", golden_ready()));
+  Ready reconnect = golden_ready();
+  reconnect.jobs = {HeldJob{kJobId, 1}, HeldJob{"job-0002", 2}};
+  cases.push_back(make_case("ready_held_jobs", "Ready", "ready", "header", reconnect));
   cases.push_back(make_case("credit", "Credit", "credit", "header", Credit{128}));
   cases.push_back(make_case("credit_drain", "Credit", "credit", "header", Credit{0}));
   cases.push_back(

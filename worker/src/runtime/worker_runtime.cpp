@@ -1,6 +1,7 @@
 #include "dispatch/worker/runtime/worker_runtime.hpp"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -15,8 +16,6 @@
 #include <unordered_map>
 #include <utility>
 #include <zmq.hpp>
-
-#include <spdlog/spdlog.h>
 
 #include "dispatch/protocol/codec.hpp"
 #include "dispatch/protocol/zmq_io.hpp"
@@ -39,9 +38,16 @@ using Clock = dispatch::Clock;
 // Bounds how many messages one wake-up drains from the broker socket before the loop gives
 // curl a turn; the rest is picked up by a posted continuation (ZMQ_FD will not fire again).
 constexpr int kMaxMessagesPerPump = 512;
-// Messages queued for the broker while its pipe is full. Results are never dropped; chunks are
-// dropped past this bound (the final result still carries the whole answer).
+// Messages queued for the broker while its pipe is full or while we reconnect. Results are never
+// dropped; chunks are dropped past this bound (the final result still carries the whole answer).
 constexpr std::size_t kOutboxChunkBound = 200'000;
+// Most deliveries listed in a `ready` (the protocol's array limit is 100,000); any beyond are
+// redelivered by the broker, which is correct, only slower.
+constexpr std::size_t kMaxHeldJobsListed = 50'000;
+// Results and errors handed to libzmq recently are kept for a reconnect (see connect()); bounded
+// in count and bytes, oldest dropped first.
+constexpr std::size_t kMaxRecentEnds = 20'000;
+constexpr std::size_t kMaxRecentEndBytes = 64u << 20;
 
 std::string random_hex(std::size_t digits) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -61,6 +67,10 @@ struct OutMessage {
   proto::Command command;
   std::string header;
   std::string payload;
+  // For result / error: the delivery it ends. A reconnect lists it as still held, so that the
+  // broker keeps the delivery and accepts the result when it follows the new `ready`.
+  std::string job_id;
+  uint32_t delivery = 0;
 };
 
 }  // namespace
@@ -124,13 +134,11 @@ class WorkerRuntime::Impl {
       owner_.send(proto::Command::reset, proto::encode(header));
     }
     void on_result(proto::Response response) override {
-      owner_.send(proto::Command::result, proto::encode(proto::JobEnd{job_id_, delivery_}),
-                  proto::encode(response));
+      owner_.send_job_end(proto::Command::result, job_id_, delivery_, proto::encode(response));
       owner_.job_finished(job_id_, delivery_);
     }
     void on_error(proto::Error error) override {
-      owner_.send(proto::Command::error, proto::encode(proto::JobEnd{job_id_, delivery_}),
-                  proto::encode(error));
+      owner_.send_job_end(proto::Command::error, job_id_, delivery_, proto::encode(error));
       owner_.job_finished(job_id_, delivery_);
     }
 
@@ -159,26 +167,63 @@ class WorkerRuntime::Impl {
     zmq_fd_ = socket_->get(zmq::sockopt::fd);
     loop_.watch(zmq_fd_, kReadable, [this](uint32_t) { pump(); });
     last_heard_ = loop_.clock().now();
+    replay_recent_ends();
     send_ready();
     // The notification fd may already be consumed by the sends above.
     loop_.post([this] { pump(); });
   }
 
+  // What libzmq still holds for the old connection is lost with it; what waits in outbox_ is
+  // kept and follows the `ready` on the next connection (see send_ready()).
   void close_socket() {
     if (!socket_) return;
     loop_.unwatch(zmq_fd_);
     socket_->close();
     socket_.reset();
     zmq_fd_ = -1;
-    outbox_.clear();
+  }
+
+  // A result handed to libzmq is not yet at the broker: if the connection is replaced, what
+  // libzmq still held for it is gone, and the broker - not having seen that result - would
+  // redeliver the job. So the final messages of the last two liveness windows go out again on
+  // the new connection, listed in the `ready` as held. A broker that did get the first copy
+  // drops the second one (the job is finished there), so the client still gets one answer.
+  void remember_end(OutMessage& message) {
+    if (message.job_id.empty()) return;
+    recent_end_bytes_ += message.header.size() + message.payload.size();
+    recent_ends_.push_back({std::move(message), loop_.clock().now()});
+    prune_recent_ends();
+  }
+
+  void prune_recent_ends() {
+    const auto horizon = loop_.clock().now() - 2 * options_.heartbeat_interval * options_.liveness;
+    while (!recent_ends_.empty() &&
+           (recent_ends_.front().sent_at < horizon || recent_ends_.size() > kMaxRecentEnds ||
+            recent_end_bytes_ > kMaxRecentEndBytes)) {
+      const OutMessage& oldest = recent_ends_.front().message;
+      recent_end_bytes_ -= oldest.header.size() + oldest.payload.size();
+      recent_ends_.pop_front();
+    }
+  }
+
+  void replay_recent_ends() {
+    prune_recent_ends();
+    if (recent_ends_.empty()) return;
+    spdlog::info("sending {} recent result(s) again on the new connection", recent_ends_.size());
+    // Ahead of what waits in outbox_ (their jobs are finished; order among jobs is free).
+    while (!recent_ends_.empty()) {
+      outbox_.push_front(std::move(recent_ends_.back().message));
+      recent_ends_.pop_back();
+    }
+    recent_end_bytes_ = 0;
   }
 
   void reconnect() {
-    spdlog::warn("broker silent for {} ms; reconnecting to {} in {} ms",
-                 std::chrono::duration_cast<std::chrono::milliseconds>(
-                     loop_.clock().now() - last_heard_)
-                     .count(),
-                 options_.broker_endpoint, reconnect_delay_.count());
+    spdlog::warn(
+        "broker silent for {} ms; reconnecting to {} in {} ms",
+        std::chrono::duration_cast<std::chrono::milliseconds>(loop_.clock().now() - last_heard_)
+            .count(),
+        options_.broker_endpoint, reconnect_delay_.count());
     close_socket();
     loop_.schedule_after(reconnect_delay_, [this] {
       if (stopping_) return;
@@ -206,6 +251,10 @@ class WorkerRuntime::Impl {
     });
   }
 
+  // The `ready` lists every delivery we still hold - running, or finished with its result still
+  // waiting in outbox_ - so that a broker that knew us keeps those deliveries on this
+  // connection instead of redelivering them (PROTOCOL.md, "Workers"). It goes out before
+  // anything left over from the previous connection.
   void send_ready() {
     proto::Ready ready;
     ready.worker_id = options_.worker_id;
@@ -214,18 +263,52 @@ class WorkerRuntime::Impl {
     ready.capacity = draining_ ? 0 : options_.concurrency;
     ready.providers = providers_;
     ready.version = DISPATCH_VERSION;
-    send(proto::Command::ready, proto::encode(ready));
-  }
-
-  void send(proto::Command command, std::string header, std::string payload = {}) {
-    if (!socket_) return;  // reconnecting: the broker re-queues or the client resubmits
+    for (const auto& [job_id, job] : jobs_) {
+      if (ready.jobs.size() >= kMaxHeldJobsListed) break;
+      if (!job.finished) ready.jobs.push_back({job_id, job.delivery});
+    }
+    for (const OutMessage& message : outbox_) {
+      if (ready.jobs.size() >= kMaxHeldJobsListed) break;
+      if (!message.job_id.empty()) ready.jobs.push_back({message.job_id, message.delivery});
+    }
+    if (!ready.jobs.empty()) {
+      spdlog::info("announcing {} job(s) still held to {}", ready.jobs.size(),
+                   options_.broker_endpoint);
+    }
+    std::string header = proto::encode(ready);
     last_sent_ = loop_.clock().now();
-    if (outbox_.empty() &&
-        proto::send_message(*socket_, command, header, payload, proto::SendMode::nonblocking)) {
+    if (outbox_.empty() && proto::send_message(*socket_, proto::Command::ready, header, {},
+                                               proto::SendMode::nonblocking)) {
       after_send();
       return;
     }
-    if (command == proto::Command::chunk && outbox_.size() >= kOutboxChunkBound) {
+    outbox_.push_front({proto::Command::ready, std::move(header), {}, {}, 0});
+    loop_.post([this] { pump(); });
+  }
+
+  void send_job_end(proto::Command command, const std::string& job_id, uint32_t delivery,
+                    std::string payload) {
+    enqueue_or_send({command, proto::encode(proto::JobEnd{job_id, delivery}), std::move(payload),
+                     job_id, delivery});
+  }
+
+  void send(proto::Command command, std::string header, std::string payload = {}) {
+    enqueue_or_send({command, std::move(header), std::move(payload), {}, 0});
+  }
+
+  // Without a socket (between a reconnect and the next connect) messages wait in outbox_ for
+  // the next connection: a job we keep running must not lose its result to a reconnect.
+  void enqueue_or_send(OutMessage message) {
+    if (stopping_ && !socket_) return;
+    last_sent_ = loop_.clock().now();
+    if (socket_ && outbox_.empty() &&
+        proto::send_message(*socket_, message.command, message.header, message.payload,
+                            proto::SendMode::nonblocking)) {
+      remember_end(message);
+      after_send();
+      return;
+    }
+    if (message.command == proto::Command::chunk && outbox_.size() >= kOutboxChunkBound) {
       ++dropped_chunks_;
       if ((dropped_chunks_ & (dropped_chunks_ - 1)) == 0) {  // log at powers of two
         spdlog::warn("broker pipe full: dropped {} chunk(s) so far (results are kept)",
@@ -233,8 +316,8 @@ class WorkerRuntime::Impl {
       }
       return;
     }
-    outbox_.push_back({command, std::move(header), std::move(payload)});
-    loop_.post([this] { pump(); });
+    outbox_.push_back(std::move(message));
+    if (socket_) loop_.post([this] { pump(); });
   }
 
   // libzmq may consume the fd notification during a send: look again before sleeping.
@@ -256,6 +339,7 @@ class WorkerRuntime::Impl {
                                proto::SendMode::nonblocking)) {
         return;
       }
+      remember_end(m);
       outbox_.pop_front();
     }
   }
@@ -341,8 +425,7 @@ class WorkerRuntime::Impl {
     running.delivery = job.delivery;
     running.sink = std::make_unique<Sink>(*this, job.job_id, job.delivery);
     JobContext context{loop_, launcher_, breakers_, random_, config_};
-    running.runner =
-        start_job(context, job.job_id, std::move(request).value(), *running.sink);
+    running.runner = start_job(context, job.job_id, std::move(request).value(), *running.sink);
   }
 
   void handle_cancel(std::string_view header_bytes) {
@@ -389,8 +472,15 @@ class WorkerRuntime::Impl {
 
   // ---- liveness ----------------------------------------------------------------------------
 
+  // Ticks twice per interval, so that the gap between two messages we send stays within 1.5
+  // intervals (a tick per interval lets it reach 2, eating half of the broker's margin).
+  Clock::duration tick_period() const {
+    return std::max<Clock::duration>(options_.heartbeat_interval / 2, std::chrono::milliseconds(1));
+  }
+
   void schedule_heartbeat() {
-    loop_.schedule_after(options_.heartbeat_interval, [this] {
+    tick_due_ = loop_.clock().now() + tick_period();
+    loop_.schedule_at(tick_due_, [this] {
       if (stopping_) return;
       on_heartbeat_tick();
       schedule_heartbeat();
@@ -399,15 +489,38 @@ class WorkerRuntime::Impl {
 
   void on_heartbeat_tick() {
     auto now = loop_.clock().now();
+    // A tick this late means our own loop did not run (stopped, starved of CPU, swapped out): we
+    // could not have heard the broker in that time, and what it sent may still be on its way up
+    // from libzmq's I/O thread. Judge the broker one tick later, once, instead of now.
+    const bool stalled = now - tick_due_ > options_.heartbeat_interval / 2;
     if (!socket_) return;  // a reconnect is scheduled
-    if (now - last_heard_ > options_.heartbeat_interval * options_.liveness) {
-      reconnect();
-      return;
+    if (broker_silent(now)) {
+      if (stalled && !stall_grace_used_) {
+        stall_grace_used_ = true;
+        spdlog::info(
+            "event loop stalled for {} ms; judging broker liveness on the next tick",
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - tick_due_).count());
+      } else {
+        reconnect();
+        return;
+      }
+    } else {
+      stall_grace_used_ = false;
     }
     if (now - last_sent_ >= options_.heartbeat_interval) {
       proto::Heartbeat beat{options_.worker_id, static_cast<uint32_t>(running_jobs())};
       send(proto::Command::heartbeat, proto::encode(beat));
     }
+  }
+
+  // Silence is time since we last *read* a message. A busy loop may not have read what already
+  // arrived (ZMQ_FD is edge-like, and the wake-up may wait behind thousands of curl sockets), so
+  // before calling the broker silent, read what is waiting: any message is a sign of life.
+  bool broker_silent(Clock::time_point now) {
+    const auto window = options_.heartbeat_interval * options_.liveness;
+    if (now - last_heard_ <= window) return false;
+    if (socket_ && (socket_->get(zmq::sockopt::events) & ZMQ_POLLIN) != 0) pump();
+    return loop_.clock().now() - last_heard_ > window;
   }
 
   // ---- drain and signals -------------------------------------------------------------------
@@ -419,8 +532,7 @@ class WorkerRuntime::Impl {
     sigaddset(&set, SIGINT);
     signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (signal_fd_ < 0) {
-      spdlog::warn("signalfd failed ({}); SIGTERM will not drain gracefully",
-                   std::strerror(errno));
+      spdlog::warn("signalfd failed ({}); SIGTERM will not drain gracefully", std::strerror(errno));
       return;
     }
     loop_.watch(signal_fd_, kReadable, [this](uint32_t) {
@@ -479,10 +591,18 @@ class WorkerRuntime::Impl {
   int signal_fd_ = -1;
   proto::IncomingMessage incoming_;
   std::deque<OutMessage> outbox_;
+  struct SentEnd {
+    OutMessage message;
+    Clock::time_point sent_at;
+  };
+  std::deque<SentEnd> recent_ends_;
+  std::size_t recent_end_bytes_ = 0;
   std::vector<std::string> providers_;
   std::unordered_map<std::string, RunningJob> jobs_;
   Clock::time_point last_heard_{};
   Clock::time_point last_sent_{};
+  Clock::time_point tick_due_{};
+  bool stall_grace_used_ = false;
   Clock::time_point last_bad_input_log_{};
   uint64_t suppressed_bad_input_ = 0;
   uint64_t dropped_chunks_ = 0;
@@ -496,8 +616,12 @@ class WorkerRuntime::Impl {
 WorkerRuntime::WorkerRuntime(WorkerConfig config, RuntimeOptions options)
     : impl_(std::make_unique<Impl>(std::move(config), std::move(options))) {}
 WorkerRuntime::~WorkerRuntime() = default;
-int WorkerRuntime::run() { return impl_->run(); }
-void WorkerRuntime::request_drain() { impl_->request_drain(); }
+int WorkerRuntime::run() {
+  return impl_->run();
+}
+void WorkerRuntime::request_drain() {
+  impl_->request_drain();
+}
 
 void block_termination_signals() {
   sigset_t set;

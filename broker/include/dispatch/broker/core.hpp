@@ -37,6 +37,8 @@ struct BrokerCounters {
   uint64_t zombie_messages = 0;    // traffic for a delivery that is no longer current
   uint64_t redeliveries = 0;       // jobs re-queued after losing their worker
   uint64_t workers_lost = 0;       // silent, disconnected, unreachable or replaced
+  uint64_t jobs_kept = 0;          // running jobs a re-registering worker still held, kept
+  uint64_t liveness_deferred = 0;  // liveness verdicts put off: our loop stalled or was behind
   uint64_t malformed_results = 0;  // a worker's result/error payload that did not decode
 };
 
@@ -108,7 +110,8 @@ class BrokerCore {
   void lose_worker(std::string_view route, std::string_view reason);
   void process_lost_workers();
   void send_worker(Worker& worker, Frames frames);
-  void check_workers(Clock::time_point now);
+  void check_workers(Clock::time_point now, bool stalled);
+  Clock::duration tick_period() const;
 
   // Job endings.
   void complete_job(Job& job, protocol::Command command, Frames frames);
@@ -148,11 +151,13 @@ class BrokerCore {
   uint64_t dispatch_seq_ = 0;
 
   Clock::time_point next_tick_;
+  bool stall_grace_used_ = false;  // the last liveness check was skipped after a stall
   bool draining_ = false;
   bool drained_ = false;
   Clock::time_point drain_deadline_{};
 
-  std::vector<std::string> lost_workers_;  // unreachable on send; handled after the event
+  std::vector<std::string> lost_workers_;  // pipe full on send; handled after the event
+  std::vector<std::string> redispatch_;    // providers of jobs a detached worker never got
 
   RateLimiter frontend_replies_;
   RateLimiter backend_replies_;

@@ -60,6 +60,7 @@ class BrokerServer final : private Transport {
  private:
   void send_to_client(std::string_view route, protocol::Command command, Frames frames) override;
   SendStatus send_to_worker(std::string_view route, Frames frames) override;
+  bool worker_input_pending() override;
   static SendStatus try_send(zmq::socket_t& socket, std::string_view route, Frames& frames);
   void receive_batch(zmq::socket_t& socket, protocol::IncomingMessage& incoming, bool frontend);
   void flush_before_exit();

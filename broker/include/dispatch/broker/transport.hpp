@@ -30,6 +30,10 @@ class Transport {
   virtual void send_to_client(std::string_view route, protocol::Command command, Frames frames) = 0;
   // Never blocks. Anything but `sent` means the worker is unusable; the core treats it as lost.
   virtual SendStatus send_to_worker(std::string_view route, Frames frames) = 0;
+  // True when messages from workers have arrived but not been handed to the core yet (the loop
+  // is behind). The core then does not take a worker's silence for death: the proof of life
+  // may be in that backlog. A transport without such a backlog keeps the default.
+  virtual bool worker_input_pending() { return false; }
 };
 
 // [tag, command, header, payload?] with fresh frames.

@@ -47,7 +47,7 @@ std::optional<Command> command_from_string(std::string_view name) noexcept;
 bool command_has_payload(Command command) noexcept;
 
 struct Submit {
-  std::string job_id;  // chosen by the client, 1..128 bytes; resubmits reuse it (dedup key)
+  std::string job_id;    // chosen by the client, 1..128 bytes; resubmits reuse it (dedup key)
   std::string provider;  // routing: only workers serving it get the job
   Priority priority = Priority::interactive;
   uint32_t queue_timeout_ms = 0;  // 0: broker default
@@ -113,13 +113,23 @@ struct ResetHeader {
   bool operator==(const ResetHeader&) const = default;
 };
 
+// A delivery a (re)connecting worker still holds: running, or finished with its result not yet
+// sent. Listed in Ready so that the broker keeps those deliveries instead of redelivering them.
+struct HeldJob {
+  std::string job_id;
+  uint32_t delivery = 0;
+
+  bool operator==(const HeldJob&) const = default;
+};
+
 struct Ready {
   std::string worker_id;  // stable for the process; unique across hosts (host:pid:random)
   std::string host;
   uint32_t pid = 0;
   uint32_t capacity = 0;  // jobs this worker runs at once
   std::vector<std::string> providers;
-  std::string version;  // software version, informational
+  std::string version;        // software version, informational
+  std::vector<HeldJob> jobs;  // deliveries it still holds (empty on a first connect)
 
   bool operator==(const Ready&) const = default;
 };
@@ -133,7 +143,7 @@ struct Credit {
 };
 
 struct Heartbeat {
-  std::string sender_id;  // broker instance id, worker id, or empty from a client
+  std::string sender_id;   // broker instance id, worker id, or empty from a client
   uint32_t in_flight = 0;  // worker: jobs running now
 
   bool operator==(const Heartbeat&) const = default;

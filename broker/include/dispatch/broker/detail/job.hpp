@@ -182,8 +182,12 @@ struct Worker {
   Clock::time_point last_sent{};
   uint64_t idle_seq = 0;
   bool available = false;  // in the load sets of its providers
-  bool lost = false;       // a send failed; removed after the current event
-  LoadKey key;             // the key it is stored under while available
+  bool lost = false;       // its pipe is full; removed after the current event
+  // Its connection is gone (a send found no such peer). Its jobs wait one liveness window for
+  // it to come back on a new connection with a `ready` listing them; then they are redelivered.
+  bool detached = false;
+  Clock::time_point detached_at{};
+  LoadKey key;  // the key it is stored under while available
 };
 
 struct ProviderState {
