@@ -78,7 +78,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is 0; a usage error exits 2, like `dispatch`
+  }
 
   config.queue_timeout = std::chrono::milliseconds(queue_timeout_ms);
   config.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);

@@ -1,10 +1,10 @@
 // dispatch-worker: runs jobs from the broker against the configured providers.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
-
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "dispatch/worker/config.hpp"
 #include "dispatch/worker/runtime/worker_runtime.hpp"
@@ -40,7 +40,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--id", options.worker_id, "Worker id (default host:pid:random)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is 0; a usage error exits 2, like `dispatch`
+  }
 
   auto logger = spdlog::stderr_color_mt("worker");
   spdlog::set_default_logger(logger);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 
@@ -101,6 +102,19 @@ void install_stop_signals(const WakePipe& pipe) {
   ::sigaction(SIGPIPE, &ignore, nullptr);
 }
 
+namespace {
+
+// zmq's own message ("Address already in use") does not say which of the two sockets failed.
+void bind_or_explain(zmq::socket_t& socket, std::string_view role, const std::string& endpoint) {
+  try {
+    socket.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error(fmt::format("cannot bind the {} to {}: {}", role, endpoint, e.what()));
+  }
+}
+
+}  // namespace
+
 BrokerServer::BrokerServer(BrokerConfig config, std::string broker_id, const Clock& clock)
     : config_(std::move(config)),
       clock_(clock),
@@ -116,8 +130,8 @@ BrokerServer::BrokerServer(BrokerConfig config, std::string broker_id, const Clo
       core_(config_, std::move(broker_id), clock_, *this) {
   configure_router(frontend_, config_.hwm);
   configure_router(backend_, config_.hwm);
-  frontend_.bind(config_.frontend);
-  backend_.bind(config_.backend);
+  bind_or_explain(frontend_, "frontend", config_.frontend);
+  bind_or_explain(backend_, "backend", config_.backend);
   frontend_endpoint_ = connectable(frontend_.get(zmq::sockopt::last_endpoint));
   backend_endpoint_ = connectable(backend_.get(zmq::sockopt::last_endpoint));
 }
