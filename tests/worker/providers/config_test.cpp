@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -150,6 +152,61 @@ TEST(ConfigFile, ProviderWithoutKeyIsStillServed) {
   const WorkerConfig config = parse("providers: {openai: {}}");
   EXPECT_EQ(config.providers.at("openai").api_key, "");
   EXPECT_EQ(config.providers.at("openai").api_key_env, "OPENAI_API_KEY");
+}
+
+TEST(ConfigWarnings, OneLinePerProviderWhoseKeyIsMissing) {
+  const MapEnvironment env{{"OPENAI_API_KEY", "sk-present-0123456789"}, {"EMPTY_KEY", "  "}};
+  const WorkerConfig config = parse(
+      "providers:\n"
+      "  ali: {}\n"
+      "  claude: {api_key_env: EMPTY_KEY}\n"
+      "  openai: {}\n"
+      "  ollama: {}\n"
+      "  local: {type: openai-compatible, base_url: 'http://127.0.0.1:8000/v1'}\n"
+      "  deepseek: {type: openai-compatible, base_url: 'https://api.deepseek.com/v1',"
+      " api_key_env: DEEPSEEK_API_KEY}\n"
+      "  guarded: {type: ollama, api_key_env: OLLAMA_API_KEY}\n",
+      env);
+  EXPECT_THAT(
+      config_warnings(config),
+      ::testing::ElementsAre(
+          "provider 'ali' has no API key: DASHSCOPE_API_KEY is not set (or empty) in this "
+          "worker's environment; every job for it will fail with authentication until it is set "
+          "and the worker restarted",
+          ::testing::StartsWith("provider 'claude' has no API key: EMPTY_KEY is not set"),
+          ::testing::StartsWith("provider 'deepseek' has no API key: DEEPSEEK_API_KEY is not set"),
+          ::testing::StartsWith("provider 'guarded' has no API key: OLLAMA_API_KEY is not set")));
+}
+
+TEST(ConfigWarnings, NoneWhenEveryKeyIsThere) {
+  const MapEnvironment env{{"DASHSCOPE_API_KEY", "sk-dash-0123456789"}};
+  EXPECT_TRUE(config_warnings(parse("providers: {ali: {}, ollama: {}}", env)).empty());
+  // Without a file a cloud provider is served only when its key is set: nothing to warn about.
+  EXPECT_TRUE(config_warnings(load_config("", MapEnvironment{})).empty());
+}
+
+TEST(ConfigWarnings, LoadConfigLogsThemWithoutTheKeys) {
+  char path[] = "/tmp/dispatch_config_warn_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream out(path);
+    out << "providers:\n  ali: {}\n  openai: {}\n";
+  }
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("config-test", sink));
+  const WorkerConfig config =
+      load_config(path, MapEnvironment{{"OPENAI_API_KEY", "sk-secret-0123456789abcdef"}});
+  spdlog::set_default_logger(previous);
+  std::remove(path);
+  EXPECT_EQ(config.providers.size(), 2u) << "a missing key is a warning, not an error";
+  const std::vector<std::string> lines = sink->last_formatted();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_THAT(lines[0], ::testing::HasSubstr("[warning]"));
+  EXPECT_THAT(lines[0], ::testing::HasSubstr("provider 'ali' has no API key: DASHSCOPE_API_KEY"));
+  EXPECT_THAT(lines[0], ::testing::Not(::testing::HasSubstr("sk-secret")));
 }
 
 TEST(ConfigFile, FileWithoutProvidersKeyServesTheBuiltIns) {

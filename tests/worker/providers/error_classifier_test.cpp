@@ -1,6 +1,9 @@
 #include "dispatch/worker/providers/error_classifier.hpp"
 
+#include <curl/curl.h>
 #include <gtest/gtest.h>
+
+#include "dispatch/worker/config.hpp"
 
 namespace dispatch::worker {
 namespace {
@@ -166,6 +169,95 @@ TEST(Transport, KeepsTheEngineClassification) {
   EXPECT_EQ(failure.status, 0);
   EXPECT_EQ(failure.code, "curl_28");
   EXPECT_EQ(failure.message, error.message);
+}
+
+// What the engine makes of a curl result (classify_curl_error): "<generic>: <error buffer>".
+TransportError curl_failure(CURLcode code, const std::string& buffer, ErrorKind kind) {
+  TransportError error;
+  error.kind = kind;
+  error.curl_code = code;
+  error.message = std::string(curl_easy_strerror(code)) + ": " + buffer;
+  return error;
+}
+
+ProviderConfig provider_at(const std::string& name, const std::string& base_url,
+                           const std::string& key = "") {
+  ProviderConfig provider;
+  provider.name = name;
+  provider.base_url = base_url;
+  provider.api_key = key;
+  return provider;
+}
+
+TEST(Transport, RefusedConnectionIsOneSentenceNamingProviderAndUrl) {
+  const TransportError error =
+      curl_failure(CURLE_COULDNT_CONNECT,
+                   "Failed to connect to 127.0.0.1 port 9 after 0 ms: Couldn't connect to server",
+                   ErrorKind::network);
+  const Failure failure =
+      failure_from_transport(error, provider_at("ollama", "http://127.0.0.1:9"));
+  EXPECT_EQ(failure.kind, ErrorKind::network);
+  EXPECT_EQ(failure.status, 0);
+  EXPECT_EQ(failure.code, "curl_7");
+  EXPECT_EQ(failure.message,
+            "cannot connect to ollama at http://127.0.0.1:9: connection refused (is the server "
+            "running?)");
+  EXPECT_EQ(failure_from_transport(error, provider_at("local", "http://localhost:11434")).message,
+            "cannot connect to local at http://localhost:11434: connection refused (is the "
+            "server running?)");
+  // Off the machine the same curl result may also be an unreachable host.
+  EXPECT_EQ(
+      failure_from_transport(error, provider_at("openai", "https://api.openai.com/v1")).message,
+      "cannot connect to openai at https://api.openai.com/v1: connection refused or host "
+      "unreachable (is the server running?)");
+}
+
+TEST(Transport, OtherTransportFailuresNameProviderAndUrlOnce) {
+  const ProviderConfig ali = provider_at("ali", "https://dashscope.example/api/v1");
+  EXPECT_EQ(failure_from_transport(
+                curl_failure(CURLE_COULDNT_RESOLVE_HOST,
+                             "Could not resolve host: dashscope.example", ErrorKind::network),
+                ali)
+                .message,
+            "cannot connect to ali at https://dashscope.example/api/v1: host name not found "
+            "(check the base URL)");
+  const Failure timeout = failure_from_transport(
+      curl_failure(CURLE_OPERATION_TIMEDOUT, "Connection timed out after 5001 milliseconds",
+                   ErrorKind::timeout),
+      ali);
+  EXPECT_EQ(timeout.kind, ErrorKind::timeout);
+  EXPECT_EQ(timeout.code, "curl_28");
+  EXPECT_EQ(timeout.message,
+            "cannot connect to ali at https://dashscope.example/api/v1: Connection timed out "
+            "after 5001 milliseconds");
+  EXPECT_EQ(failure_from_transport(
+                curl_failure(CURLE_GOT_NOTHING, "Empty reply from server", ErrorKind::network), ali)
+                .message,
+            "ali at https://dashscope.example/api/v1 closed the connection without answering");
+  const Failure cut = failure_from_transport(
+      curl_failure(CURLE_PARTIAL_FILE, "transfer closed with outstanding read data remaining",
+                   ErrorKind::network),
+      ali);
+  EXPECT_EQ(cut.message,
+            "the answer from ali at https://dashscope.example/api/v1 was cut off: transfer "
+            "closed with outstanding read data remaining");
+  // No error buffer: the generic text, still once.
+  TransportError bare;
+  bare.kind = ErrorKind::network;
+  bare.curl_code = CURLE_RECV_ERROR;
+  bare.message = curl_easy_strerror(CURLE_RECV_ERROR);
+  EXPECT_EQ(failure_from_transport(bare, ali).message,
+            "connection to ali at https://dashscope.example/api/v1 broke: Failure when "
+            "receiving data from the peer");
+}
+
+TEST(Transport, NeverShowsCredentials) {
+  const std::string key = "sk-proj-0123456789abcdefghij";
+  const Failure failure = failure_from_transport(
+      curl_failure(CURLE_SSL_CONNECT_ERROR, "TLS handshake failed near " + key, ErrorKind::network),
+      provider_at("mine", "https://user:hunter2secret@llm.example:8443/v1", key));
+  EXPECT_EQ(failure.message,
+            "TLS with mine at https://llm.example:8443/v1 failed: TLS handshake failed near ***");
 }
 
 }  // namespace

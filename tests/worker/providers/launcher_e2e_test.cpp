@@ -119,6 +119,7 @@ class LauncherE2e : public ::testing::Test {
     }
     const std::string host = fake_->host_url();
     MapEnvironment env{{"FAKE_KEY", "sk-fake-0123456789abcdef"}};
+    dead_port_ = closed_port();
     config_ = parse_config(
         "providers:\n"
         "  openai: {type: openai, base_url: '" +
@@ -140,7 +141,13 @@ class LauncherE2e : public ::testing::Test {
             host +
             "/v1', api_key_env: E2E_UNSET_KEY}\n"
             "  dead: {type: openai, base_url: 'http://127.0.0.1:" +
-            std::to_string(closed_port()) + "/v1', api_key_env: FAKE_KEY}\n",
+            std::to_string(dead_port_) +
+            "/v1', api_key_env: FAKE_KEY}\n"
+            "  pair: {type: openai, base_url: '" +
+            host +
+            "/v1', api_key_env: FAKE_KEY, max_in_flight: 2}\n"
+            "  single: {type: anthropic, base_url: '" +
+            host + "', api_key_env: FAKE_KEY, max_in_flight: 1}\n",
         "e2e.yaml", env);
     loop_ = std::make_unique<EventLoop>();
     engine_ = std::make_unique<HttpEngine>(*loop_);
@@ -185,14 +192,18 @@ class LauncherE2e : public ::testing::Test {
     return recorder;
   }
 
-  nlohmann::json fake_log(const std::string& model) {
+  nlohmann::json fake_control(const std::string& method, const std::string& path) {
     BufferingHandler handler;
     HttpRequest request;
-    request.method = "GET";
-    request.url = fake_->host_url() + "/_fake/log?model=" + model;
+    request.method = method;
+    request.url = fake_->host_url() + path;
     engine_->start(std::move(request), {}, handler);
     EXPECT_TRUE(run_until([&] { return handler.done; }));
     return nlohmann::json::parse(handler.body, nullptr, false);
+  }
+
+  nlohmann::json fake_log(const std::string& model) {
+    return fake_control("GET", "/_fake/log?model=" + model);
   }
 
   static protocol::Request text_request(const std::string& text) {
@@ -210,6 +221,7 @@ class LauncherE2e : public ::testing::Test {
   }
 
   static inline std::unique_ptr<dispatch::test::FakeProviderProcess> fake_;
+  uint16_t dead_port_ = 0;
   WorkerConfig config_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<HttpEngine> engine_;
@@ -473,6 +485,10 @@ TEST_F(LauncherE2e, ConnectionRefusedIsNetwork) {
   ASSERT_TRUE(r->failure) << r->describe();
   EXPECT_EQ(r->failure->kind, ErrorKind::network);
   EXPECT_EQ(r->failure->status, 0);
+  EXPECT_EQ(r->failure->code, "curl_7");
+  EXPECT_EQ(r->failure->message,
+            "cannot connect to dead at http://127.0.0.1:" + std::to_string(dead_port_) +
+                "/v1: connection refused (is the server running?)");
 }
 
 TEST_F(LauncherE2e, AbortStopsEveryEvent) {
@@ -550,6 +566,171 @@ TEST_F(LauncherE2e, ManyConcurrentStreams) {
     EXPECT_TRUE(r->output->saw_terminator);
   }
   EXPECT_EQ(launcher_->active_attempts(), 0u);
+}
+
+// ---- providers.NAME.max_in_flight ------------------------------------------------------------
+
+bool all_ended(const std::vector<std::unique_ptr<Recorder>>& recorders) {
+  return std::all_of(recorders.begin(), recorders.end(), [](const auto& r) { return r->ends > 0; });
+}
+
+TEST_F(LauncherE2e, MaxInFlightBoundsTransfersAndQueuesTheRest) {
+  // Streams aborted by earlier tests end on the server at its next write; then the peak starts
+  // again from zero.
+  const auto settle = std::chrono::steady_clock::now() + 5s;
+  while (fake_control("GET", "/_fake/stats").value("active_streams", -1) != 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), settle)
+        << "the fake provider's streams never ended";
+    loop_->run_once(10);
+  }
+  fake_control("POST", "/_fake/reset");
+  const nlohmann::json before = fake_control("GET", "/_fake/stats");
+  ASSERT_TRUE(before.contains("attempts_total")) << before.dump();
+  std::vector<std::unique_ptr<Recorder>> recorders;
+  const protocol::Request request = text_request("hello");
+  for (int i = 0; i < 6; ++i) {
+    recorders.push_back(std::make_unique<Recorder>());
+    start("pair", request, "m~tokens=4~chunk_delay_ms=40", true, *recorders.back());
+  }
+  EXPECT_EQ(launcher_->running_transfers("pair"), 2u);
+  EXPECT_EQ(launcher_->queued_attempts("pair"), 4u);
+  EXPECT_EQ(launcher_->active_attempts(), 6u);
+  std::size_t most_running = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!all_ended(recorders) && std::chrono::steady_clock::now() < deadline) {
+    loop_->run_once(5);
+    most_running = std::max(most_running, launcher_->running_transfers("pair"));
+  }
+  ASSERT_TRUE(all_ended(recorders));
+  for (const auto& r : recorders) {
+    ASSERT_TRUE(r->output) << r->describe();
+    EXPECT_EQ(r->output->content, "reply to: hello lorem");
+    EXPECT_EQ(r->ends, 1);
+  }
+  EXPECT_EQ(most_running, 2u);
+  EXPECT_EQ(launcher_->running_transfers("pair"), 0u);
+  EXPECT_EQ(launcher_->queued_attempts("pair"), 0u);
+  EXPECT_EQ(launcher_->active_attempts(), 0u);
+  const nlohmann::json stats = fake_control("GET", "/_fake/stats");
+  ASSERT_TRUE(stats.contains("peak_active_streams")) << stats.dump();
+  EXPECT_EQ(stats["peak_active_streams"], 2) << stats.dump();
+  EXPECT_EQ(stats["attempts_total"].get<int64_t>() - before["attempts_total"].get<int64_t>(), 6)
+      << stats.dump();
+}
+
+TEST_F(LauncherE2e, MaxInFlightIsPerProvider) {
+  // `single` is full; another provider on the same server is not held up by it.
+  Recorder slow;
+  Recorder other;
+  const protocol::Request request = text_request("hi");
+  start("single", request, "m~tokens=3~chunk_delay_ms=50", true, slow);
+  start("claude", request, "m~tokens=2", true, other);
+  EXPECT_EQ(launcher_->queued_attempts("claude"), 0u);
+  ASSERT_TRUE(run_until([&] { return other.ends > 0; }));
+  EXPECT_TRUE(other.output) << other.describe();
+  ASSERT_TRUE(run_until([&] { return slow.ends > 0; }));
+  EXPECT_TRUE(slow.output) << slow.describe();
+}
+
+TEST_F(LauncherE2e, QueuedAttemptsStartInArrivalOrder) {
+  std::vector<std::unique_ptr<Recorder>> recorders;
+  std::vector<int> finished;
+  const protocol::Request request = text_request("hi");
+  for (int i = 0; i < 4; ++i) {
+    recorders.push_back(std::make_unique<Recorder>());
+    recorders.back()->end_hook = [&finished, i] { finished.push_back(i); };
+    start("single", request, "m~tokens=2~chunk_delay_ms=10", true, *recorders.back());
+  }
+  EXPECT_EQ(launcher_->queued_attempts("single"), 3u);
+  ASSERT_TRUE(run_until([&] { return all_ended(recorders); }));
+  EXPECT_EQ(finished, (std::vector<int>{0, 1, 2, 3}));
+  for (const auto& r : recorders) EXPECT_TRUE(r->output) << r->describe();
+}
+
+TEST_F(LauncherE2e, AbortTakesAQueuedAttemptOutAtOnce) {
+  Recorder first;
+  Recorder second;
+  Recorder queued;
+  Recorder after;
+  const protocol::Request request = text_request("hi");
+  start("pair", request, "m~tokens=3~chunk_delay_ms=40", true, first);
+  start("pair", request, "m~tokens=3~chunk_delay_ms=40", true, second);
+  const AttemptHandle handle = start("pair", request, "never-sent~tokens=2", true, queued);
+  start("pair", request, "m~tokens=2", true, after);
+  ASSERT_EQ(launcher_->queued_attempts("pair"), 2u);
+  launcher_->abort(handle);
+  EXPECT_EQ(launcher_->queued_attempts("pair"), 1u);
+  EXPECT_EQ(launcher_->active_attempts(), 3u);
+  launcher_->abort(handle);  // unknown by now: ignored
+  ASSERT_TRUE(run_until([&] { return first.ends + second.ends + after.ends == 3; }));
+  EXPECT_TRUE(first.output && second.output && after.output) << after.describe();
+  EXPECT_EQ(queued.ends, 0);
+  EXPECT_EQ(queued.activity, 0);
+  EXPECT_TRUE(queued.deltas.empty());
+  const nlohmann::json log = fake_log("never-sent~tokens=2");
+  ASSERT_TRUE(log.contains("attempts")) << log.dump();
+  EXPECT_TRUE(log["attempts"].empty()) << "an aborted queued attempt must never reach the provider";
+  EXPECT_EQ(launcher_->active_attempts(), 0u);
+  EXPECT_EQ(launcher_->running_transfers("pair"), 0u);
+}
+
+TEST_F(LauncherE2e, EndOfARunningAttemptStartsTheNextAtOnce) {
+  // Abort, failure and re-entrant starts all free the slot.
+  Recorder running;
+  Recorder waiting;
+  const protocol::Request request = text_request("hi");
+  const AttemptHandle handle = start("single", request, "m~hang", true, running);
+  start("single", request, "m~status=503", true, waiting);
+  ASSERT_EQ(launcher_->queued_attempts("single"), 1u);
+  launcher_->abort(handle);
+  EXPECT_EQ(launcher_->queued_attempts("single"), 0u);
+  EXPECT_EQ(launcher_->running_transfers("single"), 1u);
+
+  // The failure frees the slot before its event, so a retry from inside it queues behind
+  // nobody and runs.
+  Recorder retry;
+  waiting.end_hook = [&] { start("single", request, "m~tokens=2", true, retry); };
+  ASSERT_TRUE(run_until([&] { return retry.ends > 0; }));
+  ASSERT_TRUE(waiting.failure);
+  EXPECT_EQ(waiting.failure->kind, ErrorKind::overloaded);
+  EXPECT_TRUE(retry.output) << retry.describe();
+  EXPECT_EQ(running.ends, 0);
+  EXPECT_EQ(launcher_->running_transfers("single"), 0u);
+}
+
+TEST_F(LauncherE2e, QueuedAttemptThatCannotBeBuiltFailsWithoutWaiting) {
+  Recorder running;
+  Recorder invalid;
+  const protocol::Request request = text_request("hi");
+  start("single", request, "m~tokens=3~chunk_delay_ms=200", true, running);
+  start("single", request, "", true, invalid);  // empty model: refused before any queueing
+  EXPECT_EQ(launcher_->queued_attempts("single"), 0u);
+  ASSERT_TRUE(run_until([&] { return invalid.ends > 0; }));
+  ASSERT_TRUE(invalid.failure);
+  EXPECT_EQ(invalid.failure->kind, ErrorKind::invalid_request);
+  EXPECT_EQ(running.ends, 0) << "the running one is still streaming";
+  ASSERT_TRUE(run_until([&] { return running.ends > 0; }));
+}
+
+TEST_F(LauncherE2e, DestructorDropsQueuedAttemptsWithoutEvents) {
+  std::vector<std::unique_ptr<Recorder>> recorders;
+  const protocol::Request request = text_request("hi");
+  for (int i = 0; i < 5; ++i) {
+    recorders.push_back(std::make_unique<Recorder>());
+    start("pair", request, "m~tokens=20~chunk_delay_ms=30", true, *recorders.back());
+  }
+  ASSERT_EQ(launcher_->queued_attempts("pair"), 3u);
+  ASSERT_TRUE(run_until([&] { return !recorders[0]->deltas.empty(); }));
+  launcher_.reset();
+  EXPECT_EQ(engine_->active_transfers(), 0u);
+  // Nothing is left to fire: spin the loop a while and check every recorder stayed silent.
+  for (int i = 0; i < 10; ++i) loop_->run_once(10);
+  for (std::size_t i = 0; i < recorders.size(); ++i) {
+    EXPECT_EQ(recorders[i]->ends, 0) << i;
+    if (i >= 2) {
+      EXPECT_EQ(recorders[i]->activity, 0) << i;
+    }
+  }
 }
 
 }  // namespace

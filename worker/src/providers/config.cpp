@@ -4,6 +4,7 @@
 #include "dispatch/worker/config.hpp"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -571,16 +572,46 @@ WorkerConfig parse_config(const std::string& yaml_text, const std::string& sourc
   return ConfigParser(source_name, env).parse(yaml_text);
 }
 
-WorkerConfig load_config(const std::string& path, const Environment& env) {
-  if (path.empty()) return parse_config("", "(built-in configuration)", env);
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    throw ConfigError(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+std::vector<std::string> config_warnings(const WorkerConfig& config) {
+  std::vector<std::string> warnings;
+  for (const auto& [name, provider] : config.providers) {
+    if (!provider.api_key.empty()) continue;
+    // The same rule the adapters apply when they build a request (detail::check_key): these
+    // types always send a key; the others only when api_key_env names one.
+    const bool key_required =
+        provider.type == "openai" || provider.type == "anthropic" || provider.type == "dashscope";
+    if (!key_required && provider.api_key_env.empty()) continue;
+    if (provider.api_key_env.empty()) {
+      warnings.push_back(fmt::format(
+          "provider '{}' has no API key (set providers.{}.api_key_env): every job for it will "
+          "fail with authentication",
+          name, name));
+      continue;
+    }
+    warnings.push_back(fmt::format(
+        "provider '{}' has no API key: {} is not set (or empty) in this worker's environment; "
+        "every job for it will fail with authentication until it is set and the worker restarted",
+        name, provider.api_key_env));
   }
-  std::ostringstream text;
-  text << file.rdbuf();
-  if (file.bad()) throw ConfigError(fmt::format("{}: cannot read", path));
-  return parse_config(text.str(), path, env);
+  return warnings;
+}
+
+WorkerConfig load_config(const std::string& path, const Environment& env) {
+  WorkerConfig config;
+  if (path.empty()) {
+    config = parse_config("", "(built-in configuration)", env);
+  } else {
+    std::ifstream file(path, std::ios::binary);
+    if (!file) {
+      throw ConfigError(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+    }
+    std::ostringstream text;
+    text << file.rdbuf();
+    if (file.bad()) throw ConfigError(fmt::format("{}: cannot read", path));
+    config = parse_config(text.str(), path, env);
+  }
+  for (const std::string& warning : config_warnings(config)) spdlog::warn("{}", warning);
+  return config;
 }
 
 }  // namespace dispatch::worker

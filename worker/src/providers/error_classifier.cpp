@@ -1,11 +1,15 @@
 #include "dispatch/worker/providers/error_classifier.hpp"
 
+#include <curl/curl.h>
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
 #include <ctime>
 
+#include "dispatch/worker/config.hpp"
 #include "text_util.hpp"
 
 namespace dispatch::worker {
@@ -139,6 +143,100 @@ std::optional<int64_t> parse_http_date_unix_s(const std::string& text) {
   return std::nullopt;
 }
 
+// The engine's text is "<curl_easy_strerror>: <error buffer>", and curl's error buffer often
+// ends with the same generic text again ("Couldn't connect to server: Failed to connect to
+// 127.0.0.1 port 9 after 0 ms: Couldn't connect to server"). Keeps the specific part once.
+std::string curl_detail(const TransportError& error) {
+  const std::string_view generic = curl_easy_strerror(static_cast<CURLcode>(error.curl_code));
+  std::string_view text = trim(error.message);
+  if (!generic.empty() && starts_with(text, generic)) {
+    std::string_view rest = text.substr(generic.size());
+    if (starts_with(rest, ": ")) rest.remove_prefix(2);
+    if (!trim(rest).empty()) text = trim(rest);
+  }
+  if (text.size() > generic.size() + 2 && text.substr(text.size() - generic.size()) == generic &&
+      text.substr(text.size() - generic.size() - 2, 2) == ": ") {
+    text.remove_suffix(generic.size() + 2);
+  }
+  return std::string(text);
+}
+
+// A URL fit to show: no "user:password@" (a credential some write into base URLs).
+std::string displayable_url(std::string_view url) {
+  const std::size_t scheme_end = url.find("://");
+  const std::size_t host_start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
+  const std::size_t host_end = std::min(url.find('/', host_start), url.size());
+  const std::size_t at = url.rfind('@', host_end - 1);
+  if (at == std::string_view::npos || at < host_start || host_end == host_start) {
+    return std::string(url);
+  }
+  return std::string(url.substr(0, host_start)) + std::string(url.substr(at + 1));
+}
+
+bool is_loopback_url(std::string_view url) {
+  const std::size_t scheme_end = url.find("://");
+  std::string_view host = scheme_end == std::string_view::npos ? url : url.substr(scheme_end + 3);
+  host = host.substr(0, host.find('/'));
+  if (const std::size_t at = host.rfind('@'); at != std::string_view::npos) {
+    host.remove_prefix(at + 1);
+  }
+  return starts_with(host, "127.") || starts_with(host, "[::1]") ||
+         iequals(host.substr(0, host.find(':')), "localhost");
+}
+
+// curl 7.88 reports every failed connect as "Couldn't connect to server" without the errno.
+// On loopback that is a refused connection (nothing listens); elsewhere it may also be an
+// unreachable host.
+std::string connect_failure_reason(std::string_view detail, std::string_view base_url) {
+  if (icontains(detail, "refused")) return "connection refused";
+  if (icontains(detail, "no route to host")) return "no route to host";
+  if (icontains(detail, "unreachable")) return "network unreachable";
+  return is_loopback_url(base_url) ? "connection refused"
+                                   : "connection refused or host unreachable";
+}
+
+std::string transport_sentence(const TransportError& error, const ProviderConfig& provider) {
+  const std::string where =
+      fmt::format("{} at {}", provider.name, displayable_url(provider.base_url));
+  const std::string detail = curl_detail(error);
+  switch (static_cast<CURLcode>(error.curl_code)) {
+    case CURLE_COULDNT_CONNECT:
+      return fmt::format("cannot connect to {}: {} (is the server running?)", where,
+                         connect_failure_reason(detail, provider.base_url));
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return fmt::format("cannot connect to {}: host name not found (check the base URL)", where);
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      return fmt::format("cannot connect to {}: proxy host name not found ({})", where, detail);
+    case CURLE_OPERATION_TIMEDOUT:
+      if (icontains(detail, "connection timed out") || icontains(detail, "resolving timed out")) {
+        return fmt::format("cannot connect to {}: {}", where, detail);
+      }
+      return fmt::format("request to {} timed out: {}", where, detail);
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_USE_SSL_FAILED:
+      return fmt::format("TLS with {} failed: {}", where, detail);
+    case CURLE_GOT_NOTHING:
+      return fmt::format("{} closed the connection without answering", where);
+    case CURLE_PARTIAL_FILE:
+      return fmt::format("the answer from {} was cut off: {}", where, detail);
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return fmt::format("connection to {} broke: {}", where, detail);
+    default:
+      if (detail.empty()) return fmt::format("request to {} failed", where);
+      return fmt::format("request to {} failed: {}", where, detail);
+  }
+}
+
 }  // namespace
 
 std::optional<uint64_t> parse_retry_after(const HttpHeaders& headers, int64_t now_unix_ms) {
@@ -188,6 +286,14 @@ Failure failure_from_transport(const TransportError& error, std::string_view api
   if (error.curl_code != 0) failure.code = "curl_" + std::to_string(error.curl_code);
   failure.message = scrub_secrets(error.message, api_key);
   if (failure.message.empty()) failure.message = std::string(protocol::to_string(error.kind));
+  return failure;
+}
+
+Failure failure_from_transport(const TransportError& error, const ProviderConfig& provider) {
+  Failure failure = failure_from_transport(error, provider.api_key);
+  // A cancelled transfer is never reported (see the launcher); nothing to explain there.
+  if (error.kind == protocol::ErrorKind::cancelled) return failure;
+  failure.message = scrub_secrets(transport_sentence(error, provider), provider.api_key);
   return failure;
 }
 

@@ -27,22 +27,37 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
     });
   }
 
-  void run(const ProviderConfig& provider, const Adapter& adapter, BuiltRequest built, bool stream,
-           uint32_t connect_timeout_ms) {
+  // Keeps what the transfer needs, for now or for when a slot frees.
+  void prepare(const ProviderConfig& provider, const Adapter& adapter, BuiltRequest built,
+               bool stream, uint32_t connect_timeout_ms) {
     provider_ = &provider;
+    adapter_ = &adapter;
     output_.notes = std::move(built.notes);
-    decoder_ = adapter.make_decoder(stream, provider, launcher_.scheduler_.clock());
-    TransferOptions options;
-    options.connect_timeout_ms = connect_timeout_ms;
-    transfer_ = launcher_.engine_.start(std::move(built.http), options, *this);
-    running_ = true;
+    request_ = std::move(built.http);
+    stream_ = stream;
+    connect_timeout_ms_ = connect_timeout_ms;
   }
+
+  // Starts the prepared transfer; takes one of the provider's slots once the engine has it.
+  void run() {
+    decoder_ = adapter_->make_decoder(stream_, *provider_, launcher_.scheduler_.clock());
+    TransferOptions options;
+    options.connect_timeout_ms = connect_timeout_ms_;
+    transfer_ = launcher_.engine_.start(std::move(request_), options, *this);
+    running_ = true;
+    holds_slot_ = true;
+    ++launcher_.slots_[provider_->name].running;
+  }
+
+  void set_queued(bool queued) { queued_ = queued; }
+  const ProviderConfig& provider() const { return *provider_; }
 
   // Stops at once without events. Destruction waits for the outermost callback to unwind.
   void stop() {
     finished_ = true;
-    if (running_) launcher_.engine_.cancel(transfer_);
-    running_ = false;
+    if (queued_) launcher_.dequeue(provider_->name, handle_);
+    queued_ = false;
+    end_transfer();
     if (timer_ != kNoTimer) launcher_.scheduler_.cancel(timer_);
     timer_ = kNoTimer;
   }
@@ -64,8 +79,6 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
     if (finished_) return;
     decode_guarded([&] { decoder_->on_body(bytes, *this); });
     if (stream_error_) {
-      launcher_.engine_.cancel(transfer_);
-      running_ = false;
       report_failure(std::move(*stream_error_));
       return;
     }
@@ -75,10 +88,11 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
   void on_complete(const std::optional<TransportError>& error) override {
     CallbackScope scope(*this);
     if (finished_) return;
-    running_ = false;
+    running_ = false;  // the engine is done with it: nothing to cancel
+    end_transfer();    // frees the slot before any event, so a retry queues behind the others
     const bool error_status = status_ != 0 && (status_ < 200 || status_ >= 300);
     if (error && !error_status) {
-      report_failure(failure_from_transport(*error, provider_->api_key));
+      report_failure(failure_from_transport(*error, *provider_));
       return;
     }
     // An error status with a cut body is still classified from its status and headers.
@@ -199,11 +213,20 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
     events_.on_delta(chunk);
   }
 
+  // Cancels the transfer if it still runs and gives its slot to the next waiting attempt.
+  void end_transfer() {
+    if (running_) launcher_.engine_.cancel(transfer_);
+    running_ = false;
+    if (holds_slot_) {
+      holds_slot_ = false;
+      launcher_.release_slot(provider_->name);
+    }
+  }
+
   void report_failure(Failure failure) {
     if (finished_) return;
     finished_ = true;
-    if (running_) launcher_.engine_.cancel(transfer_);
-    running_ = false;
+    end_transfer();
     spdlog::debug("attempt on provider {} failed: {} (status {})",
                   provider_ != nullptr ? provider_->name : "?", protocol::to_string(failure.kind),
                   failure.status);
@@ -225,10 +248,16 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
   AttemptHandle handle_;
   AttemptEvents& events_;
   const ProviderConfig* provider_ = nullptr;
+  const Adapter* adapter_ = nullptr;
+  HttpRequest request_;  // until run()
+  bool stream_ = true;
+  uint32_t connect_timeout_ms_ = 0;
   std::unique_ptr<ResponseDecoder> decoder_;
   TransferId transfer_ = 0;
-  bool running_ = false;   // a transfer is in the engine
-  bool finished_ = false;  // reported or stopped: no further events
+  bool queued_ = false;      // waiting for a slot of its provider
+  bool holds_slot_ = false;  // counted in its provider's running transfers
+  bool running_ = false;     // a transfer is in the engine
+  bool finished_ = false;    // reported or stopped: no further events
   int depth_ = 0;
   int status_ = 0;
   TimerId timer_ = kNoTimer;
@@ -244,6 +273,8 @@ ProviderAttemptLauncher::ProviderAttemptLauncher(HttpEngine& engine, Scheduler& 
     : engine_(engine), scheduler_(scheduler), config_(config) {}
 
 ProviderAttemptLauncher::~ProviderAttemptLauncher() {
+  // Waiting attempts are dropped like running ones: no transfer, no event.
+  closing_ = true;
   for (auto& [handle, attempt] : attempts_) attempt->stop();
   attempts_.clear();
 }
@@ -281,16 +312,69 @@ AttemptHandle ProviderAttemptLauncher::start(const AttemptSpec& spec, AttemptEve
     attempt.fail_later(std::move(*failure));
     return handle;
   }
+  attempt.prepare(*provider, *adapter, std::move(std::get<BuiltRequest>(built)), stream,
+                  spec.connect_timeout_ms);
+  ProviderSlots& slots = slots_[provider->name];
+  if (provider->max_in_flight > 0 &&
+      (slots.running >= provider->max_in_flight || !slots.waiting.empty())) {
+    attempt.set_queued(true);
+    slots.waiting.push_back(handle);
+    spdlog::debug(
+        "provider {}: {} transfers running (max_in_flight {}); attempt queued, {} waiting",
+        provider->name, slots.running, provider->max_in_flight, slots.waiting.size());
+    return handle;
+  }
+  launch(attempt);
+  return handle;
+}
+
+void ProviderAttemptLauncher::launch(Attempt& attempt) {
   try {
-    attempt.run(*provider, *adapter, std::move(std::get<BuiltRequest>(built)), stream,
-                spec.connect_timeout_ms);
+    attempt.run();
   } catch (const std::exception& e) {
     Failure failure;
     failure.kind = protocol::ErrorKind::internal;
     failure.message = std::string("cannot start transfer: ") + e.what();
     attempt.fail_later(std::move(failure));
   }
-  return handle;
+}
+
+void ProviderAttemptLauncher::release_slot(const std::string& provider) {
+  ProviderSlots& slots = slots_[provider];
+  if (slots.running > 0) --slots.running;
+  if (closing_) return;
+  // Runs inside the ending attempt's callbacks; starting a transfer there is fine (the engine
+  // defers it) and reports nothing, so no event is re-entered here.
+  while (!slots.waiting.empty()) {
+    auto it = attempts_.find(slots.waiting.front());
+    if (it == attempts_.end()) {  // cannot happen: stop() dequeues; kept harmless
+      slots.waiting.pop_front();
+      continue;
+    }
+    Attempt& next = *it->second;
+    const uint32_t limit = next.provider().max_in_flight;
+    if (limit > 0 && slots.running >= limit) break;
+    slots.waiting.pop_front();
+    next.set_queued(false);
+    launch(next);
+  }
+}
+
+void ProviderAttemptLauncher::dequeue(const std::string& provider, AttemptHandle handle) {
+  auto slots = slots_.find(provider);
+  if (slots == slots_.end()) return;
+  std::deque<AttemptHandle>& waiting = slots->second.waiting;
+  waiting.erase(std::remove(waiting.begin(), waiting.end(), handle), waiting.end());
+}
+
+std::size_t ProviderAttemptLauncher::running_transfers(const std::string& provider) const {
+  auto it = slots_.find(provider);
+  return it == slots_.end() ? 0 : it->second.running;
+}
+
+std::size_t ProviderAttemptLauncher::queued_attempts(const std::string& provider) const {
+  auto it = slots_.find(provider);
+  return it == slots_.end() ? 0 : it->second.waiting.size();
 }
 
 void ProviderAttemptLauncher::abort(AttemptHandle handle) {

@@ -40,7 +40,7 @@ struct ProviderConfig {
   std::string api_key_env;  // variable the key came from (for messages; never the key)
   std::string api_key;      // resolved; never logged or echoed
   HttpHeaders extra_headers;
-  uint32_t max_in_flight = 0;   // 0 = no per-provider bound below the worker's
+  uint32_t max_in_flight = 0;   // HTTP transfers at once per worker process; 0 = unbounded
   uint32_t context_window = 0;  // tokens; prefers larger ones on context_length_exceeded
   std::string fallback_model;  // model used when this provider serves as a fallback_providers entry
   uint32_t default_max_tokens = 4096;  // Anthropic requires max_tokens
@@ -85,9 +85,15 @@ class ProcessEnvironment final : public Environment {
 };
 
 // path empty: built-in providers only (ollama at OLLAMA_HOST or localhost:11434, plus each
-// cloud provider whose key is set). Throws ConfigError.
+// cloud provider whose key is set). Throws ConfigError. Logs config_warnings() (spdlog warn).
 WorkerConfig load_config(const std::string& path, const Environment& env);
 WorkerConfig parse_config(const std::string& yaml_text, const std::string& source_name,
                           const Environment& env);
+
+// Problems that do not stop a worker but fail its jobs: one line per provider that needs an API
+// key and has none (its variable unset or empty), naming the provider and the variable, never a
+// key. Such a worker still starts (the key may be meant for another worker), but every attempt
+// on that provider fails with authentication "no API key: set VAR".
+std::vector<std::string> config_warnings(const WorkerConfig& config);
 
 }  // namespace dispatch::worker

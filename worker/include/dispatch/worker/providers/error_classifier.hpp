@@ -14,6 +14,8 @@
 
 namespace dispatch::worker {
 
+struct ProviderConfig;
+
 // What an adapter read from a provider's error response or in-stream error event.
 struct ProviderError {
   uint16_t status = 0;  // HTTP status; 0 for an error event inside a 200 stream
@@ -49,8 +51,15 @@ Failure classify_provider_error(const ProviderError& error, const HttpHeaders& h
 // nullopt when absent or unparsable.
 std::optional<uint64_t> parse_retry_after(const HttpHeaders& headers, int64_t now_unix_ms);
 
-// A transport error from the engine as the Failure the policy sees (status 0).
+// A transport error from the engine as the Failure the policy sees (status 0), with curl's
+// text as the message (scrubbed).
 Failure failure_from_transport(const TransportError& error, std::string_view api_key = {});
+
+// The same, with one sentence for people instead of curl's text, naming the provider and its
+// base URL (without any user:password part) and never the key, e.g.
+//   cannot connect to ollama at http://127.0.0.1:11434: connection refused (is the server running?)
+// kind and code (curl_N) are the engine's, unchanged.
+Failure failure_from_transport(const TransportError& error, const ProviderConfig& provider);
 
 // Replaces `api_key`, "sk-..." style keys and "Bearer <token>" credentials with "***".
 std::string scrub_secrets(std::string_view text, std::string_view api_key = {});

@@ -5,7 +5,9 @@
 // Single-threaded like the engine: call everything on the loop thread.
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <string>
 #include <unordered_map>
 
 #include "dispatch/worker/attempt.hpp"
@@ -29,6 +31,14 @@ namespace dispatch::worker {
 // - Tool calls are assembled by index: id first-wins, name and arguments concatenated; an
 //   empty arguments string becomes "{}". usage.total_tokens = prompt + completion.
 // - Events may call start() and abort() re-entrantly.
+// - providers.NAME.max_in_flight > 0 bounds the HTTP transfers to that provider (by name) that
+//   this launcher runs at once. A further attempt is built at once (a request that cannot be
+//   built still fails at once) and then waits, FIFO per provider, until a transfer of that
+//   provider ends; it sends nothing and reports nothing while it waits. abort() takes a waiting
+//   attempt out of the queue (no event follows, as ever); the destructor drops waiting ones
+//   without events. The wait is part of the attempt as the policy sees it: its first-token
+//   timer and the job's deadline run from start(), so an attempt that waits past
+//   first_token_timeout_ms is aborted by the policy (which then fails over) while still queued.
 class ProviderAttemptLauncher final : public AttemptLauncher {
  public:
   ProviderAttemptLauncher(HttpEngine& engine, Scheduler& scheduler, const WorkerConfig& config);
@@ -39,19 +49,33 @@ class ProviderAttemptLauncher final : public AttemptLauncher {
   AttemptHandle start(const AttemptSpec& spec, AttemptEvents& events) override;
   void abort(AttemptHandle handle) override;
 
+  // Attempts not yet ended, the queued ones included.
   std::size_t active_attempts() const { return attempts_.size(); }
+  // Transfers running to / attempts waiting for the provider of that name.
+  std::size_t running_transfers(const std::string& provider) const;
+  std::size_t queued_attempts(const std::string& provider) const;
 
-  class Attempt;  // one running attempt (launcher.cpp)
+  class Attempt;  // one attempt, queued or running (launcher.cpp)
 
  private:
   friend class Attempt;
+  struct ProviderSlots {
+    std::size_t running = 0;            // transfers in the engine
+    std::deque<AttemptHandle> waiting;  // for a slot, oldest first
+  };
+
   void release(AttemptHandle handle);
+  void launch(Attempt& attempt);
+  void release_slot(const std::string& provider);
+  void dequeue(const std::string& provider, AttemptHandle handle);
 
   HttpEngine& engine_;
   Scheduler& scheduler_;
   const WorkerConfig& config_;
   AttemptHandle next_handle_ = 1;
   std::unordered_map<AttemptHandle, std::unique_ptr<Attempt>> attempts_;
+  std::unordered_map<std::string, ProviderSlots> slots_;  // by provider name
+  bool closing_ = false;                                  // destructor: a freed slot starts nothing
 };
 
 }  // namespace dispatch::worker
