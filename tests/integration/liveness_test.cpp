@@ -107,19 +107,10 @@ class LivenessTest : public ::testing::Test {
   std::string broker_log() { return read_text_file(stack_->dir().file("broker.log")); }
 
   // A fake provider of its own for one worker, so that its provider traffic can be told apart.
-  FakeProviderProcess& add_fake() {
-    ChildOptions options;
-    options.stderr_path =
-        stack_->dir().file("fake-" + std::to_string(extra_fakes_.size()) + ".log");
-    extra_fakes_.push_back(std::make_unique<FakeProviderProcess>(
-        StackBinaries::from_build().fake_provider, std::vector<std::string>{}, 10s, options));
-    return *extra_fakes_.back();
-  }
+  FakeProviderProcess& add_fake() { return extra_fakes_.add(*stack_); }
 
   std::size_t start_worker_on(FakeProviderProcess& fake, const std::vector<std::string>& args) {
-    const std::string config = retarget_config(stack_->default_worker_config(),
-                                               stack_->fake().host_url(), fake.host_url());
-    return stack_->start_workers(1, config, args).front();
+    return ExtraFakes::start_worker_on(*stack_, fake, args);
   }
 
   // Submits `count` streamed jobs of `tokens` chunks 20 ms apart and waits until the client has
@@ -202,7 +193,7 @@ class LivenessTest : public ::testing::Test {
   }
 
   std::unique_ptr<Stack> stack_;
-  std::vector<std::unique_ptr<FakeProviderProcess>> extra_fakes_;
+  ExtraFakes extra_fakes_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -343,5 +344,32 @@ inline std::string check_stream(const JobRecord& job) {
   }
   return {};
 }
+
+// Fake providers of their own for single workers, so that each worker's provider traffic (and
+// its concurrency) can be read from that fake's log. Clear it after the Stack that uses it.
+class ExtraFakes {
+ public:
+  FakeProviderProcess& add(Stack& stack) {
+    ChildOptions options;
+    options.stderr_path = stack.dir().file("fake-" + std::to_string(fakes_.size()) + ".log");
+    fakes_.push_back(std::make_unique<FakeProviderProcess>(
+        StackBinaries::from_build().fake_provider, std::vector<std::string>{},
+        std::chrono::seconds(10), options));
+    return *fakes_.back();
+  }
+
+  // Starts one worker whose providers all point at `fake`.
+  static std::size_t start_worker_on(Stack& stack, FakeProviderProcess& fake,
+                                     const std::vector<std::string>& args) {
+    const std::string config =
+        retarget_config(stack.default_worker_config(), stack.fake().host_url(), fake.host_url());
+    return stack.start_workers(1, config, args).front();
+  }
+
+  void clear() { fakes_.clear(); }
+
+ private:
+  std::vector<std::unique_ptr<FakeProviderProcess>> fakes_;
+};
 
 }  // namespace dispatch::test

@@ -171,20 +171,11 @@ class SystemTest : public ::testing::Test {
 
   // A fake provider of its own for one worker, so that worker's provider traffic (and its
   // concurrency) can be read from that fake's log.
-  FakeProviderProcess& add_fake() {
-    ChildOptions options;
-    options.stderr_path =
-        stack_->dir().file("fake-" + std::to_string(extra_fakes_.size()) + ".log");
-    extra_fakes_.push_back(std::make_unique<FakeProviderProcess>(
-        StackBinaries::from_build().fake_provider, std::vector<std::string>{}, 10s, options));
-    return *extra_fakes_.back();
-  }
+  FakeProviderProcess& add_fake() { return extra_fakes_.add(*stack_); }
 
   // Starts one worker whose providers all point at `fake`.
   std::size_t start_worker_on(FakeProviderProcess& fake, const std::vector<std::string>& args) {
-    const std::string config = retarget_config(stack_->default_worker_config(),
-                                               stack_->fake().host_url(), fake.host_url());
-    return stack_->start_workers(1, config, args).front();
+    return ExtraFakes::start_worker_on(*stack_, fake, args);
   }
 
   protocol::StatusReply status() {
@@ -212,7 +203,7 @@ class SystemTest : public ::testing::Test {
   }
 
   std::unique_ptr<Stack> stack_;
-  std::vector<std::unique_ptr<FakeProviderProcess>> extra_fakes_;
+  ExtraFakes extra_fakes_;
 };
 
 // ---------------------------------------------------------------------------------------------
