@@ -518,6 +518,14 @@ void DecoderBase::fail_stream(DecodeSink& sink, const Failure& failure) {
   sink.on_stream_error(failure);
 }
 
+void DecoderBase::fail_if_overflowed(bool overflowed, std::string_view what, DecodeSink& sink) {
+  if (!overflowed) return;
+  Failure failure;
+  failure.kind = protocol::ErrorKind::internal;
+  failure.message = "stream " + std::string(what) + " too large";
+  fail_stream(sink, failure);
+}
+
 void DecoderBase::malformed(DecodeSink& sink, std::string_view why) {
   sink.on_malformed_event(why);
 }

@@ -138,6 +138,9 @@ class DecoderBase : public ResponseDecoder {
   Failure classify(const ProviderError& error) const;
   // Reports an error event inside a 200 stream and ignores the rest of the body.
   void fail_stream(DecodeSink& sink, const Failure& failure);
+  // Ends the stream as `internal` once the parser had to drop an event larger than its bound
+  // (`what`: "event" or "line"); a no-op while `overflowed` is false.
+  void fail_if_overflowed(bool overflowed, std::string_view what, DecodeSink& sink);
   void malformed(DecodeSink& sink, std::string_view why);
   bool stopped() const { return stopped_; }
   const ProviderConfig& provider() const { return provider_; }

@@ -159,12 +159,7 @@ class AnthropicDecoder final : public DecoderBase {
  protected:
   void feed_stream(std::string_view bytes, DecodeSink& sink) override {
     parser_.feed(bytes, [&](const SseEvent& event) { on_event(event, sink); });
-    if (parser_.overflowed()) {
-      Failure failure;
-      failure.kind = protocol::ErrorKind::internal;
-      failure.message = "stream event too large";
-      fail_stream(sink, failure);
-    }
+    fail_if_overflowed(parser_.overflowed(), "event", sink);
   }
 
   std::optional<Failure> decode_whole(const Json& body, DecodeSink& sink) override {

@@ -101,13 +101,7 @@ class OllamaDecoder final : public DecoderBase {
   }
 
  private:
-  void check_overflow(DecodeSink& sink) {
-    if (!parser_.overflowed()) return;
-    Failure failure;
-    failure.kind = protocol::ErrorKind::internal;
-    failure.message = "stream line too large";
-    fail_stream(sink, failure);
-  }
+  void check_overflow(DecodeSink& sink) { fail_if_overflowed(parser_.overflowed(), "line", sink); }
 
   void on_line(std::string_view line, DecodeSink& sink) {
     if (stopped()) return;
