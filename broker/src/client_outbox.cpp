@@ -25,8 +25,14 @@ bool is_ack(Command command) {
 
 }  // namespace
 
-ClientOutbox::ClientOutbox(std::size_t limit, SendFn send, const Clock& clock)
-    : limit_(limit), send_(std::move(send)), clock_(clock) {}
+std::size_t frames_bytes(const Frames& frames) noexcept {
+  std::size_t total = 0;
+  for (const zmq::message_t& frame : frames) total += frame.size();
+  return total;
+}
+
+ClientOutbox::ClientOutbox(OutboxLimits limits, SendFn send, const Clock& clock)
+    : limits_(limits), send_(std::move(send)), clock_(clock) {}
 
 std::size_t ClientOutbox::backlog_of(std::string_view route) const {
   auto it = backlogs_.find(route);
@@ -58,22 +64,44 @@ void ClientOutbox::send(std::string_view route, Command command, Frames frames) 
   }
   // Behind a backlog: keep order, apply the bounds.
   Backlog& backlog = it->second;
-  const std::size_t waiting = backlog.messages.size();
-  const bool keep =
-      is_final(command) || (is_ack(command) ? waiting < 2 * limit_ : waiting < limit_);
-  if (!keep) {
-    if (command == Command::chunk) {
-      ++stats_.dropped_chunks;
-    } else {
-      ++stats_.dropped_other;
-    }
-    note_drop(route, command, waiting);
+  const std::size_t bytes = frames_bytes(frames);
+  if (!keeps(backlog, command, bytes)) {
+    count_drop(command);
+    note_drop(route, command, backlog);
     return;
   }
-  backlog.messages.push_back(Pending{command, std::move(frames)});
+  backlog.messages.push_back(Pending{command, std::move(frames), bytes});
+  backlog.bytes += bytes;
+  backlog_bytes_ += bytes;
   ++backlog_total_;
   ++stats_.buffered;
   stats_.peak_backlog = std::max(stats_.peak_backlog, backlog.messages.size());
+}
+
+bool ClientOutbox::keeps(const Backlog& backlog, Command command, std::size_t bytes) const {
+  if (command == Command::reset) return true;
+  if (backlog.bytes + bytes > limits_.bytes) return false;
+  const std::size_t waiting = backlog.messages.size();
+  if (is_final(command)) return true;
+  return waiting < (is_ack(command) ? 2 * limits_.messages : limits_.messages);
+}
+
+void ClientOutbox::count_drop(Command command) {
+  if (command == Command::chunk) {
+    ++stats_.dropped_chunks;
+  } else if (is_final(command)) {
+    ++stats_.dropped_finals;
+  } else {
+    ++stats_.dropped_other;
+  }
+}
+
+void ClientOutbox::pop_front(Backlog& backlog) {
+  const std::size_t bytes = backlog.messages.front().bytes;
+  backlog.bytes -= bytes;
+  backlog_bytes_ -= bytes;
+  backlog.messages.pop_front();
+  --backlog_total_;
 }
 
 void ClientOutbox::flush() {
@@ -100,16 +128,14 @@ bool ClientOutbox::drain(std::string_view route, Backlog& backlog) {
     switch (send_(route, backlog.messages.front().frames)) {
       case SendStatus::sent:
         ++stats_.sent;
-        backlog.messages.pop_front();
-        --backlog_total_;
+        pop_front(backlog);
         progressed = true;
         break;
       case SendStatus::would_block:
         return progressed;
       case SendStatus::unreachable: {
         const std::size_t count = backlog.messages.size();
-        backlog_total_ -= count;
-        backlog.messages.clear();
+        while (!backlog.messages.empty()) pop_front(backlog);
         drop_unreachable(route, count);
         return true;
       }
@@ -126,13 +152,13 @@ void ClientOutbox::drop_unreachable(std::string_view route, std::size_t count) {
   }
 }
 
-void ClientOutbox::note_drop(std::string_view route, Command command, std::size_t backlog) {
+void ClientOutbox::note_drop(std::string_view route, Command command, const Backlog& backlog) {
   if (drop_log_.allow(clock_.now())) {
     spdlog::warn(
-        "client {} reads too slowly: dropped a {} ({} messages waiting, limit {}) "
+        "client {} reads too slowly: dropped a {} ({} messages, {} bytes waiting; limits {}, {}) "
         "({} similar suppressed)",
-        route_hex(route), protocol::to_string(command), backlog, limit_,
-        drop_log_.take_suppressed());
+        route_hex(route), protocol::to_string(command), backlog.messages.size(), backlog.bytes,
+        limits_.messages, limits_.bytes, drop_log_.take_suppressed());
   }
 }
 

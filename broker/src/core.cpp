@@ -8,33 +8,57 @@
 #include <span>
 #include <utility>
 
+#include "dispatch/common/strings.hpp"
+#include "dispatch/common/time.hpp"
+#include "dispatch/protocol/curve.hpp"
+#include "dispatch/protocol/peek.hpp"
+
 namespace dispatch::broker {
 
 namespace {
 
 using protocol::Command;
 using protocol::ErrorKind;
-using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 // Provider names are routing keys chosen by clients: bounded so a hostile client cannot make
 // the broker keep arbitrarily large keys.
 constexpr std::size_t kMaxProviderName = 128;
+// Submit.model and ProviderHealth.model are keys too (quota and health tables).
+constexpr std::size_t kMaxModelName = 256;
+// Open targets listed in one job header (the worker skips them).
+constexpr std::size_t kMaxOpenTargets = 32;
 constexpr std::size_t kMaxWorkerProviders = 1'000;
 // Distinct provider names with their own status counters; the rest are summed under
 // kOtherProviders so random names cannot grow the status reply without bound.
 constexpr std::size_t kMaxCountedProviders = 1'024;
 constexpr std::string_view kOtherProviders = "(other)";
-// A Ready's strings are informational; cap what we keep.
+// A Ready's strings are informational; cap what we keep. A worker id is a key (worker_routes_):
+// a longer one is refused, not cut.
 constexpr std::size_t kMaxInfoString = 256;
+// Distinct provider names remembered as "advertised by a worker". Past it every name counts as
+// advertised (the unknown-provider grace no longer applies), so that workers announcing random
+// names cannot grow the set without bound.
+constexpr std::size_t kMaxAdvertisedProviders = 10'000;
+// Owners (identity, tenant) with their own status counters; the rest are summed under
+// kOtherClients, so that a gateway naming random tenants cannot grow the status reply.
+constexpr std::size_t kMaxCountedOwners = 1'024;
+constexpr std::string_view kOtherClients = "(other)";
+constexpr Roles kSubmitRoles = static_cast<Roles>(Role::client) | static_cast<Roles>(Role::gateway);
+constexpr Roles kFrontendRoles = kSubmitRoles | static_cast<Roles>(Role::admin);
 
-uint64_t ms_between(Clock::time_point from, Clock::time_point to) {
-  if (to <= from) return 0;
-  return static_cast<uint64_t>(duration_cast<milliseconds>(to - from).count());
+// A peer for log lines: its identity when it has one, else its connection.
+std::string peer_text(const Peer& peer) {
+  if (!peer.authenticated()) return route_hex(peer.route);
+  const std::string fingerprint = protocol::key_fingerprint(peer.key);
+  if (peer.name.empty()) return "unlisted key " + fingerprint;
+  return std::string(peer.name) + " (key " + fingerprint + ")";
 }
 
-std::string clip(std::string_view s, std::size_t max) {
-  return std::string(s.substr(0, std::min(s.size(), max)));
+bool is_msgpack_map(std::string_view bytes) {
+  if (bytes.empty()) return false;
+  const auto type = static_cast<unsigned char>(bytes.front());
+  return (type >= 0x80 && type <= 0x8f) || type == 0xde || type == 0xdf;
 }
 
 // Attempts beyond the first on a target already tried = retries; an answer (or final failure)
@@ -65,21 +89,20 @@ void count_attempts(protocol::ProviderCounters& counters,
   }
 }
 
+// Dispatch order between two waiting jobs: the higher class, then a re-queued one, then the
+// older (re)queueing.
+bool runs_before(const detail::Job& a, const detail::Job& b) noexcept {
+  if (a.priority != b.priority) return a.priority < b.priority;
+  if (a.urgent != b.urgent) return a.urgent;
+  return a.enqueue_seq < b.enqueue_seq;
+}
+
 }  // namespace
 
 std::string route_hex(std::string_view route) {
-  static constexpr char kDigits[] = "0123456789abcdef";
   constexpr std::size_t kMaxBytes = 16;
-  std::string out;
-  const std::size_t n = std::min(route.size(), kMaxBytes);
-  out.reserve(n * 2 + 2);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto byte = static_cast<unsigned char>(route[i]);
-    out.push_back(kDigits[byte >> 4]);
-    out.push_back(kDigits[byte & 0xf]);
-  }
-  if (route.size() > kMaxBytes) out += "..";
-  return out;
+  if (route.size() <= kMaxBytes) return to_hex(route);
+  return to_hex(route.substr(0, kMaxBytes)) + "..";
 }
 
 BrokerCore::BrokerCore(BrokerConfig config, std::string broker_id, const Clock& clock,
@@ -91,13 +114,18 @@ BrokerCore::BrokerCore(BrokerConfig config, std::string broker_id, const Clock& 
       started_(clock.now()),
       next_tick_(started_ +
                  std::max<Clock::duration>(config_.heartbeat_interval / 2, milliseconds(1))),
+      quota_(clock),
+      health_(clock),
       frontend_replies_(config_.hostile_replies_per_second, config_.hostile_replies_per_second),
       backend_replies_(config_.hostile_replies_per_second, config_.hostile_replies_per_second),
       hostile_log_(config_.log_lines_per_second, config_.log_lines_per_second * 2),
       zombie_log_(config_.log_lines_per_second, config_.log_lines_per_second * 2),
-      worker_log_(config_.log_lines_per_second * 4, config_.log_lines_per_second * 20) {
+      worker_log_(config_.log_lines_per_second * 4, config_.log_lines_per_second * 20),
+      identity_replies_(config_.hostile_replies_per_second, config_.hostile_replies_per_second),
+      identity_log_(config_.log_lines_per_second, config_.log_lines_per_second * 2) {
   if (config_.heartbeat_interval <= milliseconds(0)) config_.heartbeat_interval = milliseconds(1);
   if (config_.liveness == 0) config_.liveness = 1;
+  quota_.configure(config_.quotas);
 }
 
 BrokerCore::~BrokerCore() = default;
@@ -131,182 +159,360 @@ std::optional<protocol::FrameView> BrokerCore::parse(Side side, std::string_view
   return parsed.value();
 }
 
-void BrokerCore::on_frontend(std::string_view route, Frames frames) {
-  auto parsed = parse(Side::frontend, route, frames);
-  if (parsed) {
-    const protocol::FrameView& message = *parsed;
-    switch (message.command) {
-      case Command::submit:
-        on_submit(route, message, frames);
-        break;
-      case Command::cancel:
-        on_cancel(route, message);
-        break;
-      case Command::heartbeat: {
-        auto heartbeat = protocol::decode<protocol::Heartbeat>(message.header);
-        if (!heartbeat) {
-          hostile(Side::frontend, route, heartbeat.error());
-          break;
-        }
-        send_client(route, Command::heartbeat,
-                    protocol::encode(protocol::Heartbeat{broker_id_, 0}));
-        break;
-      }
-      case Command::status:
-        if (auto error = protocol::validate_msgpack(message.header)) {
-          hostile(Side::frontend, route, *error);
-          break;
-        }
-        send_client(route, Command::status, protocol::encode(status()));
-        break;
-      default:
-        unexpected(Side::frontend, route, message.command);
-        break;
-    }
+void BrokerCore::on_frontend(const Peer& peer, Frames frames) {
+  if (auto parsed = parse(Side::frontend, peer.route, frames)) {
+    if (client_may(peer, *parsed)) on_client_message(peer, *parsed, frames);
   }
   process_lost_workers();
 }
 
-void BrokerCore::on_backend(std::string_view route, Frames frames) {
+void BrokerCore::on_client_message(const Peer& peer, const protocol::FrameView& message,
+                                   Frames& frames) {
+  switch (message.command) {
+    case Command::submit:
+      on_submit(peer, message, frames);
+      break;
+    case Command::cancel:
+      on_cancel(peer, message);
+      break;
+    case Command::heartbeat: {
+      auto heartbeat = protocol::decode<protocol::Heartbeat>(message.header);
+      if (!heartbeat) {
+        hostile(Side::frontend, peer.route, heartbeat.error());
+        break;
+      }
+      send_client(peer.route, Command::heartbeat,
+                  protocol::encode(protocol::Heartbeat{broker_id_, 0}));
+      break;
+    }
+    case Command::status:
+      on_status(peer, message);
+      break;
+    default:
+      unexpected(Side::frontend, peer.route, message.command);
+      break;
+  }
+}
+
+bool BrokerCore::client_may(const Peer& peer, const protocol::FrameView& message) {
+  const bool submits = message.command == Command::submit || message.command == Command::cancel;
+  if ((peer.roles & (submits ? kSubmitRoles : kFrontendRoles)) != 0) return true;
+  refuse_identity(Side::frontend, peer, message,
+                  peer.roles == 0
+                      ? "its key is not (or no longer) listed"
+                      : "an admin-only identity may ask for status, not submit or "
+                        "cancel (it is in neither --allow-clients nor --allow-gateways)");
+  return false;
+}
+
+void BrokerCore::refuse_identity(Side side, const Peer& peer, const protocol::FrameView& message,
+                                 std::string_view why) {
+  ++counters_.refused_messages;
+  const Clock::time_point now = clock_.now();
+  const std::string_view command = protocol::to_string(message.command);
+  if (identity_log_.allow(now)) {
+    spdlog::warn("{}: {} from {} refused: {} ({} similar suppressed)",
+                 side == Side::frontend ? "frontend" : "backend", command, peer_text(peer), why,
+                 identity_log_.take_suppressed());
+  }
+  // Two peers must never bounce rejections or disconnects at each other.
+  if (message.command == Command::rejected || message.command == Command::disconnect) return;
+  if (!identity_replies_.allow(now)) return;
+  protocol::Rejected rejected{protocol::extract_job_id(message.header), ErrorKind::authentication,
+                              "not_allowed",
+                              std::string(command) + " refused: " + std::string(why)};
+  Frames frames = make_frames(Command::rejected, protocol::encode(rejected));
+  if (side == Side::frontend) {
+    transport_.send_to_client(peer.route, Command::rejected, std::move(frames));
+  } else {
+    transport_.send_to_worker(peer.route, std::move(frames));
+  }
+}
+
+void BrokerCore::on_status(const Peer& peer, const protocol::FrameView& message) {
+  if (auto error = protocol::validate_msgpack(message.header)) {
+    hostile(Side::frontend, peer.route, *error);
+    return;
+  }
+  if (!is_msgpack_map(message.header)) {
+    hostile(Side::frontend, peer.route,
+            protocol::DecodeError{protocol::DecodeError::Code::wrong_type,
+                                  "status header: expected a map"});
+    return;
+  }
+  send_client(peer.route, Command::status, protocol::encode(status_for(peer)));
+}
+
+void BrokerCore::on_backend(const Peer& peer, Frames frames) {
+  const std::string_view route = peer.route;
   auto found = workers_.find(route);
   Worker* worker = found == workers_.end() ? nullptr : found->second.get();
   // Any message is a sign of life, even one we cannot use: the process is there.
   if (worker != nullptr) worker->last_heard = clock_.now();
 
-  auto parsed = parse(Side::backend, route, frames);
-  if (parsed) {
-    const protocol::FrameView& message = *parsed;
-    if (message.command == Command::ready) {
-      on_ready(route, message);
+  if (auto parsed = parse(Side::backend, route, frames)) {
+    if (!has_role(peer.roles, Role::worker)) {
+      refuse_non_worker(peer, *parsed);
+    } else if (parsed->command == Command::ready) {
+      on_ready(peer, *parsed);
     } else if (worker == nullptr) {
-      // After a broker restart every worker is unknown: tell it to start over with `ready`.
-      // A disconnect is not answered (two peers must not echo disconnects forever).
-      if (message.command != Command::disconnect && message.command != Command::rejected &&
-          backend_replies_.allow(clock_.now())) {
-        if (worker_log_.allow(clock_.now())) {
-          spdlog::info("backend: {} from unknown worker {}: sent disconnect",
-                       protocol::to_string(message.command), route_hex(route));
-        }
-        transport_.send_to_worker(
-            route, make_frames(Command::disconnect,
-                               protocol::encode(protocol::Disconnect{
-                                   "unknown worker (broker " + broker_id_ + "): send ready"})));
-      }
+      answer_unknown_worker(route, parsed->command);
     } else {
-      switch (message.command) {
-        case Command::credit:
-          on_credit(*worker, message);
-          break;
-        case Command::heartbeat: {
-          auto heartbeat = protocol::decode<protocol::Heartbeat>(message.header);
-          if (!heartbeat) hostile(Side::backend, route, heartbeat.error());
-          break;
-        }
-        case Command::disconnect: {
-          auto disconnect = protocol::decode<protocol::Disconnect>(message.header);
-          std::string reason = "worker disconnected";
-          if (disconnect && !disconnect.value().reason.empty()) {
-            reason += ": " + clip(disconnect.value().reason, kMaxInfoString);
-          }
-          lose_worker(route, reason);
-          break;
-        }
-        case Command::chunk:
-        case Command::reset:
-          on_stream_event(*worker, message, std::move(frames));
-          break;
-        case Command::result:
-        case Command::error:
-          on_job_end(*worker, message, std::move(frames));
-          break;
-        default:
-          unexpected(Side::backend, route, message.command);
-          break;
-      }
+      on_worker_message(*worker, *parsed, std::move(frames));
     }
   }
   process_lost_workers();
 }
 
-void BrokerCore::on_submit(std::string_view route, const protocol::FrameView& message,
-                           Frames& frames) {
-  auto decoded = protocol::decode<protocol::Submit>(message.header);
-  if (!decoded) {
-    hostile(Side::frontend, route, decoded.error(), protocol::extract_job_id(message.header));
+void BrokerCore::refuse_non_worker(const Peer& peer, const protocol::FrameView& message) {
+  // Only possible for a key removed from --allow-workers since it connected: the ZAP handler
+  // admits nothing else on the backend. Whatever it ran goes to other workers.
+  if (workers_.contains(peer.route)) {
+    lose_worker(peer.route, "its key is no longer in the worker allow-list");
+  }
+  refuse_identity(Side::backend, peer, message,
+                  peer.roles == 0 ? "its key is not (or no longer) listed"
+                                  : "not a worker identity (not in --allow-workers)");
+}
+
+void BrokerCore::revoke_workers(const std::function<Roles(std::string_view key)>& roles_of) {
+  std::vector<std::string> revoked;
+  for (const auto& [route, worker] : workers_) {
+    if (!worker->identity_key.empty() && !has_role(roles_of(worker->identity_key), Role::worker)) {
+      revoked.push_back(route);
+    }
+  }
+  for (const std::string& route : revoked) {
+    auto it = workers_.find(route);
+    if (it == workers_.end()) continue;
+    // It reconnects on `disconnect`, and the ZAP handler then refuses it: its log says why.
+    send_worker(*it->second,
+                make_frames(Command::disconnect,
+                            protocol::encode(protocol::Disconnect{
+                                "this worker's key was removed from the allow-list"})));
+    lose_worker(route, "its key was removed from the worker allow-list");
+  }
+  process_lost_workers();
+}
+
+void BrokerCore::answer_unknown_worker(std::string_view route, Command command) {
+  // After a broker restart every worker is unknown: tell it to start over with `ready`.
+  // A disconnect is not answered (two peers must not echo disconnects forever).
+  if (command == Command::disconnect || command == Command::rejected ||
+      !backend_replies_.allow(clock_.now())) {
     return;
   }
+  if (worker_log_.allow(clock_.now())) {
+    spdlog::info("backend: {} from unknown worker {}: sent disconnect",
+                 protocol::to_string(command), route_hex(route));
+  }
+  transport_.send_to_worker(
+      route, make_frames(Command::disconnect,
+                         protocol::encode(protocol::Disconnect{"unknown worker (broker " +
+                                                               broker_id_ + "): send ready"})));
+}
+
+void BrokerCore::on_worker_message(Worker& worker, const protocol::FrameView& message,
+                                   Frames frames) {
+  switch (message.command) {
+    case Command::credit:
+      on_credit(worker, message);
+      break;
+    case Command::heartbeat: {
+      auto heartbeat = protocol::decode<protocol::Heartbeat>(message.header);
+      if (!heartbeat) hostile(Side::backend, worker.route, heartbeat.error());
+      break;
+    }
+    case Command::disconnect: {
+      auto disconnect = protocol::decode<protocol::Disconnect>(message.header);
+      std::string reason = "worker disconnected";
+      if (disconnect && !disconnect.value().reason.empty()) {
+        reason += ": " + clip(disconnect.value().reason, kMaxInfoString);
+      }
+      const std::string route = worker.route;  // `worker` dies in lose_worker
+      lose_worker(route, reason);
+      break;
+    }
+    case Command::chunk:
+    case Command::reset:
+      on_stream_event(worker, message, std::move(frames));
+      break;
+    case Command::result:
+    case Command::error:
+      on_job_end(worker, message, std::move(frames));
+      break;
+    case Command::provider_health:
+      on_provider_health(worker, message);
+      break;
+    default:
+      unexpected(Side::backend, worker.route, message.command);
+      break;
+  }
+}
+
+namespace {
+
+// A submit that cannot be queued as sent: the reason, and its job id where it could be read.
+struct InvalidSubmit {
+  protocol::DecodeError error;
+  std::string job_id;
+};
+
+Result<protocol::Submit, InvalidSubmit> check_submit(const protocol::FrameView& message) {
+  auto decoded = protocol::decode<protocol::Submit>(message.header);
+  if (!decoded) return InvalidSubmit{decoded.error(), protocol::extract_job_id(message.header)};
   protocol::Submit& submit = decoded.value();
+  const auto invalid = [&](std::string text) {
+    return InvalidSubmit{
+        protocol::DecodeError{protocol::DecodeError::Code::invalid_value, std::move(text)},
+        submit.job_id};
+  };
   if (submit.provider.empty() || submit.provider.size() > kMaxProviderName) {
-    hostile(Side::frontend, route,
-            protocol::DecodeError{
-                protocol::DecodeError::Code::invalid_value,
-                "provider: must be 1.." + std::to_string(kMaxProviderName) + " bytes"},
-            submit.job_id);
-    return;
+    return invalid("provider: must be 1.." + std::to_string(kMaxProviderName) + " bytes");
+  }
+  if (submit.model.size() > kMaxModelName) {
+    return invalid("model: at most " + std::to_string(kMaxModelName) + " bytes");
   }
   if (static_cast<std::size_t>(submit.priority) >= protocol::kPriorityLevels) {
-    hostile(
-        Side::frontend, route,
-        protocol::DecodeError{protocol::DecodeError::Code::invalid_value, "priority: out of range"},
-        submit.job_id);
-    return;
+    return invalid("priority: out of range");
   }
   if (auto error = protocol::validate_msgpack(message.payload)) {
     error->message = "payload: " + error->message;
-    hostile(Side::frontend, route, *error, submit.job_id);
+    return InvalidSubmit{std::move(*error), submit.job_id};
+  }
+  return std::move(submit);
+}
+
+}  // namespace
+
+void BrokerCore::on_submit(const Peer& peer, const protocol::FrameView& message, Frames& frames) {
+  auto checked = check_submit(message);
+  if (!checked) {
+    hostile(Side::frontend, peer.route, checked.error().error, std::move(checked.error().job_id));
     return;
   }
-
+  protocol::Submit& submit = *checked;
+  if (!submit.tenant.empty() && !has_role(peer.roles, Role::gateway)) {
+    refuse(peer, protocol::Rejected{submit.job_id, ErrorKind::invalid_request, "tenant_not_allowed",
+                                    "only a gateway identity (--allow-gateways) may submit for a "
+                                    "tenant"});
+    return;
+  }
+  detail::Owner owner{std::string(peer.key), submit.tenant};
   if (auto it = jobs_.find(submit.job_id); it != jobs_.end()) {
-    // A resubmit: same job. Answers go to whoever asked last (a reconnected client).
-    Job& job = *it->second;
-    ++counters_.duplicates;
-    if (job.client_route != route) job.client_route = std::string(route);
-    send_client(route, Command::accepted,
-                protocol::encode(protocol::Accepted{job.id, broker_id_, true}));
-    if (job.state == detail::JobState::finished && !job.final_frames.empty()) {
-      const std::string_view command = view(job.final_frames[1]);
-      transport_.send_to_client(
-          route, command == protocol::to_string(Command::result) ? Command::result : Command::error,
-          share_frames(job.final_frames));
-    }
+    resubmit(peer, owner, submit, *it->second);
     return;
   }
-
-  if (draining_) {
-    ++counters_.rejected_draining;
-    send_client(
-        route, Command::rejected,
-        protocol::encode(protocol::Rejected{submit.job_id, ErrorKind::queue_full, "draining",
-                                            "broker is shutting down; resubmit later"}));
+  protocol::ClientCounters* counts = owner_counters(peer, owner);
+  ClientKey client = client_key_of(peer, submit.tenant);
+  if (auto admitted = admission(submit, frames[3].size(), client); !admitted) {
+    refuse(peer, std::move(admitted).error(), counts);
     return;
   }
-  if (queued_total_ >= config_.queue_limit) {
-    // The bound is on waiting jobs: one a free worker takes at once does not wait.
-    auto ps = providers_.find(submit.provider);
-    const bool dispatches_now =
-        ps != providers_.end() && ps->second->queue.empty() && !ps->second->available.empty();
-    if (!dispatches_now) {
-      ++counters_.rejected_queue_full;
-      send_client(
-          route, Command::rejected,
-          protocol::encode(protocol::Rejected{
-              submit.job_id, ErrorKind::queue_full, "queue_full",
-              "broker queue is full (" + std::to_string(config_.queue_limit) + " jobs waiting)"}));
-      return;
-    }
-  }
+  admit(peer, std::move(client), std::move(owner), counts, std::move(submit), frames[3]);
+}
 
+void BrokerCore::resubmit(const Peer& peer, const detail::Owner& owner,
+                          const protocol::Submit& submit, Job& job) {
+  if (job.owner == owner) {
+    answer_duplicate(peer.route, job);
+    return;
+  }
+  // Someone else's job: neither its answer nor its reply route may change hands. Job ids are
+  // 128 random bits in the reference client, so this is a guess or a bug, never bad luck.
+  refuse(peer,
+         protocol::Rejected{submit.job_id, ErrorKind::invalid_request, "duplicate_job_id",
+                            "another client has a job with this id; use a fresh random id"},
+         owner_counters(peer, owner));
+}
+
+void BrokerCore::answer_duplicate(std::string_view route, Job& job) {
+  // A resubmit: same job. Answers go to whoever asked last (a reconnected client).
+  ++counters_.duplicates;
+  if (job.client_route != route) job.client_route = std::string(route);
+  send_client(route, Command::accepted,
+              protocol::encode(protocol::Accepted{job.id, broker_id_, true}));
+  if (job.state == detail::JobState::finished && !job.final_frames.empty()) {
+    const std::string_view command = view(job.final_frames[1]);
+    transport_.send_to_client(
+        route, command == protocol::to_string(Command::result) ? Command::result : Command::error,
+        share_frames(job.final_frames));
+  }
+}
+
+Result<void, protocol::Rejected> BrokerCore::admission(const protocol::Submit& submit,
+                                                       std::size_t payload_bytes,
+                                                       const ClientKey& client) const {
+  const auto rejected = [&](std::string code, std::string message) {
+    return protocol::Rejected{submit.job_id, ErrorKind::queue_full, std::move(code),
+                              std::move(message)};
+  };
+  if (draining_) return rejected("draining", "broker is shutting down; resubmit later");
+  // The bounds on waiting jobs do not apply to one a free worker takes at once.
+  auto ps = providers_.find(submit.provider);
+  const bool waits = ps == providers_.end() || has_waiting(*ps->second) ||
+                     ps->second->available.empty() || gates_active();
+  const ClientUsage usage = client_usage(client);
+  if (waits && usage.jobs >= config_.client_jobs) {
+    return rejected("client_jobs", "this client already has " + std::to_string(usage.jobs) +
+                                       " jobs waiting (limit " +
+                                       std::to_string(config_.client_jobs) + ")");
+  }
+  if (waits && usage.bytes + payload_bytes > config_.client_bytes) {
+    return rejected("client_bytes", "this client's waiting jobs would hold " +
+                                        std::to_string(usage.bytes + payload_bytes) +
+                                        " payload bytes (limit " +
+                                        std::to_string(config_.client_bytes) + ")");
+  }
+  if (waits && queued_total_ >= config_.queue_limit) {
+    return rejected("queue_full", "broker queue is full (" + std::to_string(config_.queue_limit) +
+                                      " jobs waiting)");
+  }
+  if (payload_bytes_ + payload_bytes > config_.queue_bytes) {
+    return rejected("queue_bytes", "broker holds " + std::to_string(payload_bytes_) +
+                                       " payload bytes; this job's " +
+                                       std::to_string(payload_bytes) + " would pass the limit " +
+                                       std::to_string(config_.queue_bytes));
+  }
+  return {};
+}
+
+void BrokerCore::refuse(const Peer& peer, protocol::Rejected rejected,
+                        protocol::ClientCounters* counts) {
+  ++rejected_[rejected.code];
+  if (counts != nullptr) ++counts->rejected;
+  if (hostile_log_.allow(clock_.now())) {
+    spdlog::info("submit {} from {} rejected: {} ({})", rejected.job_id, peer_text(peer),
+                 rejected.code, rejected.message);
+  }
+  send_client(peer.route, Command::rejected, protocol::encode(rejected));
+}
+
+void BrokerCore::admit(const Peer& peer, ClientKey client, detail::Owner owner,
+                       protocol::ClientCounters* counts, protocol::Submit submit,
+                       zmq::message_t& payload) {
+  const std::string_view route = peer.route;
   auto owned = std::make_unique<Job>();
   Job& job = *owned;
   job.id = std::move(submit.job_id);
   job.client_route = std::string(route);
+  job.client = std::move(client);
+  job.owner = std::move(owner);
+  job.counts = counts;
+  if (counts != nullptr) ++counts->submitted;
   job.provider = std::move(submit.provider);
+  job.model = std::move(submit.model);
   job.priority = submit.priority;
   job.stream = submit.stream;
-  job.queue_timeout =
-      submit.queue_timeout_ms == 0 ? config_.queue_timeout : milliseconds(submit.queue_timeout_ms);
-  job.request = keep_frame(frames[3]);
+  job.queue_timeout = std::min(
+      submit.queue_timeout_ms == 0 ? config_.queue_timeout : milliseconds(submit.queue_timeout_ms),
+      config_.max_queue_timeout);
+  job.request = keep_frame(payload);
+  job.payload_bytes = job.request.size();
+  payload_bytes_ += job.payload_bytes;
+  const auto timeout_ms = protocol::peek_request_timeout_ms(view(job.request));
+  job.run_timeout = timeout_ms ? milliseconds(*timeout_ms) : config_.running_timeout;
+  job.has_fallbacks = protocol::peek_array_length(view(job.request), "fallbacks").value_or(0) > 0;
   jobs_.emplace(job.id, std::move(owned));
   ++counters_.jobs_accepted;
   ++provider_counters(job.provider).submitted;
@@ -318,10 +524,47 @@ void BrokerCore::on_submit(std::string_view route, const protocol::FrameView& me
   dispatch_provider(*job.queued_provider);
 }
 
-void BrokerCore::on_cancel(std::string_view route, const protocol::FrameView& message) {
+detail::ClientKey BrokerCore::client_key_of(const Peer& peer, std::string_view tenant) {
+  // Without CURVE a client is its connection; with CURVE it is its identity, however many
+  // connections it uses. A gateway's tenants are clients of their own.
+  std::string id(peer.authenticated() ? peer.key : peer.route);
+  if (!tenant.empty()) {
+    id += '\0';
+    id += tenant;
+  }
+  return ClientKey{std::move(id)};
+}
+
+protocol::ClientCounters* BrokerCore::owner_counters(const Peer& peer, const detail::Owner& owner) {
+  if (owner.key.empty() && owner.tenant.empty()) return nullptr;
+  std::string id = owner.key;
+  if (!owner.tenant.empty()) {
+    id += '\0';
+    id += owner.tenant;
+  }
+  if (auto it = owner_stats_.find(id); it != owner_stats_.end()) return &it->second.counts;
+  if (owner_stats_.size() >= kMaxCountedOwners) {
+    // Not a key ("" is nobody's with CURVE) nor an id above (those are 40 Z85 characters, or
+    // start with NUL).
+    detail::OwnerStats& other = owner_stats_[std::string(kOtherClients)];
+    other.label = std::string(kOtherClients);
+    return &other.counts;
+  }
+  std::string label(peer.name);
+  if (!owner.tenant.empty()) label += "/" + owner.tenant;
+  auto inserted = owner_stats_.emplace(std::move(id), detail::OwnerStats{owner.key, label, {}});
+  return &inserted.first->second.counts;
+}
+
+detail::ClientUsage BrokerCore::client_usage(const ClientKey& client) const {
+  auto it = client_usage_.find(client.id);
+  return it == client_usage_.end() ? ClientUsage{} : it->second;
+}
+
+void BrokerCore::on_cancel(const Peer& peer, const protocol::FrameView& message) {
   auto decoded = protocol::decode<protocol::Cancel>(message.header);
   if (!decoded) {
-    hostile(Side::frontend, route, decoded.error(), protocol::extract_job_id(message.header));
+    hostile(Side::frontend, peer.route, decoded.error(), protocol::extract_job_id(message.header));
     return;
   }
   auto it = jobs_.find(decoded.value().job_id);
@@ -330,6 +573,15 @@ void BrokerCore::on_cancel(std::string_view route, const protocol::FrameView& me
     return;
   }
   Job& job = *it->second;
+  // Only the identity that submitted it (a gateway: for any of its tenants; Cancel names no
+  // tenant). Ignored like a cancel of an unknown job, so that it tells nothing about the job.
+  if (job.owner.key != peer.key) {
+    if (identity_log_.allow(clock_.now())) {
+      spdlog::warn("cancel of job {} from {} ignored: another identity owns it", job.id,
+                   peer_text(peer));
+    }
+    return;
+  }
   if (job.state == detail::JobState::queued) {
     ProviderState* ps = job.queued_provider;
     fail_job(job, ErrorKind::cancelled, "cancelled", "cancelled by the client before it started");
@@ -344,53 +596,109 @@ void BrokerCore::on_cancel(std::string_view route, const protocol::FrameView& me
   }
 }
 
-void BrokerCore::on_ready(std::string_view route, const protocol::FrameView& message) {
+void BrokerCore::on_ready(const Peer& peer, const protocol::FrameView& message) {
+  const std::string_view route = peer.route;
   auto decoded = protocol::decode<protocol::Ready>(message.header);
   if (!decoded) {
     hostile(Side::backend, route, decoded.error());
     return;
   }
   protocol::Ready& ready = decoded.value();
+  if (ready.worker_id.size() > kMaxInfoString) {
+    // Kept as a key: refused rather than cut, so that the key stored is the one looked up.
+    hostile(
+        Side::backend, route,
+        protocol::DecodeError{protocol::DecodeError::Code::invalid_value,
+                              "worker_id: at most " + std::to_string(kMaxInfoString) +
+                                  " bytes (got " + std::to_string(ready.worker_id.size()) + ")"});
+    return;
+  }
+  if (refuse_taken_worker_id(peer, ready)) return;
   // A ready from a registered worker means it (re)started its session. The deliveries it lists
   // in `jobs` are still running there (a worker that reconnected because it thought us dead,
   // e.g. while one of us was starved of CPU): they stay with it, on the new connection, with
   // the same delivery number. Whatever else we think it runs may be gone, so those jobs are
   // redelivered (late answers from the old delivery are dropped by delivery number).
-  detail::StringMap<uint32_t> held;
+  HeldDeliveries held;
   held.reserve(ready.jobs.size());
   for (const protocol::HeldJob& job : ready.jobs) held.emplace(job.job_id, job.delivery);
   std::vector<Job*> kept;
-  const auto keep_held = [&](Worker& previous) {
-    if (held.empty() || previous.worker_id != clip(ready.worker_id, kMaxInfoString)) return;
-    for (Job* job = previous.in_flight.front(); job != nullptr;) {
-      Job* next = job->next;
-      auto it = held.find(job->id);
-      if (it != held.end() && it->second == job->delivery) {
-        previous.in_flight.erase(*job);
-        job->worker = nullptr;
-        kept.push_back(job);
-      }
-      job = next;
-    }
-  };
+  const std::string& worker_id = ready.worker_id;
   if (auto same = workers_.find(route); same != workers_.end()) {
-    keep_held(*same->second);
+    take_held(*same->second, worker_id, held, kept);
     lose_worker(route, "sent ready again");
   }
   if (!ready.worker_id.empty()) {
     auto previous = worker_routes_.find(ready.worker_id);
     if (previous != worker_routes_.end() && previous->second != route) {
       const std::string old_route = previous->second;
-      if (auto old = workers_.find(old_route); old != workers_.end()) keep_held(*old->second);
+      if (auto old = workers_.find(old_route); old != workers_.end()) {
+        take_held(*old->second, worker_id, held, kept);
+      }
       lose_worker(old_route, "reconnected on a new connection");
     }
   }
-  Worker& worker = register_worker(route, std::move(ready));
+  Worker& worker = register_worker(peer, std::move(ready));
+  adopt_kept(worker, kept);
+  update_availability(worker);
+  // A welcome: a worker that reconnected because it heard nothing from us learns at once that
+  // we are alive, instead of a heartbeat interval later (when it may be about to give up again).
+  send_worker(worker,
+              make_frames(Command::heartbeat,
+                          protocol::encode(protocol::Heartbeat{
+                              broker_id_, static_cast<uint32_t>(worker.in_flight.size())})));
+  cancel_foreign_held(worker, held);
+  dispatch_worker(worker);
+}
+
+bool BrokerCore::refuse_taken_worker_id(const Peer& peer, const protocol::Ready& ready) {
+  auto registered = worker_routes_.find(ready.worker_id);
+  if (registered == worker_routes_.end()) return false;
+  auto holder = workers_.find(registered->second);
+  // The same identity may come back on a new connection (a reconnect) and keep its jobs.
+  if (holder == workers_.end() || holder->second->identity_key == peer.key) return false;
+  ++counters_.refused_messages;
+  const Clock::time_point now = clock_.now();
+  if (identity_log_.allow(now)) {
+    spdlog::warn(
+        "backend: ready from {} refused: worker id {} is registered by key {}; the registered "
+        "worker keeps its jobs ({} similar suppressed)",
+        peer_text(peer), ready.worker_id, protocol::key_fingerprint(holder->second->identity_key),
+        identity_log_.take_suppressed());
+  }
+  if (identity_replies_.allow(now)) {
+    transport_.send_to_worker(
+        peer.route,
+        make_frames(Command::rejected, protocol::encode(protocol::Rejected{
+                                           "", ErrorKind::invalid_request, "worker_id_in_use",
+                                           "worker id '" + ready.worker_id +
+                                               "' is registered by another identity; give this "
+                                               "worker its own --id"})));
+  }
+  return true;
+}
+
+void BrokerCore::take_held(Worker& previous, std::string_view worker_id, const HeldDeliveries& held,
+                           std::vector<Job*>& kept) {
+  if (held.empty() || previous.worker_id != worker_id) return;
+  for (Job* job = previous.in_flight.front(); job != nullptr;) {
+    Job* next = job->next;
+    auto it = held.find(job->id);
+    if (it != held.end() && it->second == job->delivery) {
+      previous.in_flight.erase(*job);
+      job->worker = nullptr;
+      kept.push_back(job);
+    }
+    job = next;
+  }
+}
+
+void BrokerCore::adopt_kept(Worker& worker, const std::vector<Job*>& kept) {
   for (Job* job : kept) {
     job->worker = &worker;
     worker.in_flight.push_back(*job);
     // A cancel sent on the old connection may have been lost with it.
-    if (job->cancel_requested) {
+    if (job->cancel_requested || job->overdue) {
       send_worker(worker,
                   make_frames(Command::cancel, protocol::encode(protocol::Cancel{job->id})));
     }
@@ -400,13 +708,9 @@ void BrokerCore::on_ready(std::string_view route, const protocol::FrameView& mes
     spdlog::info("worker {} still runs {} job(s): kept on its new connection", worker.worker_id,
                  kept.size());
   }
-  update_availability(worker);
-  // A welcome: a worker that reconnected because it heard nothing from us learns at once that
-  // we are alive, instead of a heartbeat interval later (when it may be about to give up again).
-  send_worker(worker,
-              make_frames(Command::heartbeat,
-                          protocol::encode(protocol::Heartbeat{
-                              broker_id_, static_cast<uint32_t>(worker.in_flight.size())})));
+}
+
+void BrokerCore::cancel_foreign_held(Worker& worker, const HeldDeliveries& held) {
   // Deliveries it holds that are no longer its own (redelivered elsewhere after we lost it, or
   // finished) only cost provider calls: stop them. A queued job is left alone - it may come back
   // to this worker, which then replaces the old run by the new delivery.
@@ -419,7 +723,6 @@ void BrokerCore::on_ready(std::string_view route, const protocol::FrameView& mes
     if (job.state == detail::JobState::running && job.worker == &worker) continue;
     send_worker(worker, make_frames(Command::cancel, protocol::encode(protocol::Cancel{job_id})));
   }
-  dispatch_worker(worker);
 }
 
 void BrokerCore::on_credit(Worker& worker, const protocol::FrameView& message) {
@@ -472,8 +775,9 @@ void BrokerCore::on_stream_event(Worker& worker, const protocol::FrameView& mess
     }
     return;
   }
-  // A reset voids what the client has seen; only chunks after it would need another reset.
-  job->client_saw_chunks = message.command == Command::chunk;
+  // Text the client may hold (a chunk, or the void left by a reset whose next_seq the next
+  // delivery will not continue): a redelivery must reset it.
+  job->client_saw_stream = true;
   // The worker's frames go out unchanged: only the routing frame differs.
   transport_.send_to_client(job->client_route, message.command, std::move(frames));
 }
@@ -487,28 +791,58 @@ void BrokerCore::on_job_end(Worker& worker, const protocol::FrameView& message, 
   const protocol::JobEnd& end = decoded.value();
   auto it = jobs_.find(end.job_id);
   Job* job = it == jobs_.end() ? nullptr : it->second.get();
-  if (job == nullptr || job->worker != &worker || job->delivery != end.delivery) {
-    ++counters_.zombie_messages;
-    if (zombie_log_.allow(clock_.now())) {
-      spdlog::warn(
-          "dropped {} of job {} delivery {} from worker {}: not its current delivery "
-          "({} similar suppressed)",
-          protocol::to_string(message.command), end.job_id, end.delivery, worker.worker_id,
-          zombie_log_.take_suppressed());
-    }
+  const bool current = job != nullptr && job->worker == &worker;
+  if (current && end.delivery == 0 && answers_our_cancel(*job, message, true)) {
+    // The worker no longer holds the job we told it to cancel: it is released.
+    end_cancelled(*job, "its worker no longer had it");
+  } else if (!current || job->delivery != end.delivery) {
+    drop_zombie(worker, message.command, end.job_id, end.delivery);
     return;
-  }
-  bool payload_ok = true;
-  record_outcome(*job, message.command, message.payload, payload_ok);
-  if (payload_ok) {
+  } else if (job->overdue && answers_our_cancel(*job, message, false)) {
+    end_cancelled(*job, "its worker cancelled it");
+  } else if (auto recorded = record_outcome(*job, message.command, message.payload); recorded) {
     complete_job(*job, message.command, std::move(frames));
   } else {
+    ++counters_.malformed_results;
+    if (hostile_log_.allow(clock_.now())) spdlog::warn("job {}: {}", job->id, recorded.error());
     // Clients only ever get payloads that decode: a broken one becomes our own error.
     fail_job(*job, ErrorKind::internal, "malformed_result",
              "worker " + worker.worker_id + " sent an undecodable " +
                  std::string(protocol::to_string(message.command)));
   }
   dispatch_worker(worker);
+}
+
+void BrokerCore::drop_zombie(const Worker& worker, Command command, std::string_view job_id,
+                             uint32_t delivery) {
+  ++counters_.zombie_messages;
+  if (zombie_log_.allow(clock_.now())) {
+    spdlog::warn(
+        "dropped {} of job {} delivery {} from worker {}: not its current delivery "
+        "({} similar suppressed)",
+        protocol::to_string(command), job_id, delivery, worker.worker_id,
+        zombie_log_.take_suppressed());
+  }
+}
+
+bool BrokerCore::answers_our_cancel(const Job& job, const protocol::FrameView& message,
+                                    bool unknown_job) const {
+  if (message.command != Command::error || !(job.cancel_requested || job.overdue)) return false;
+  auto error = protocol::decode<protocol::Error>(message.payload);
+  if (!error || error.value().kind != ErrorKind::cancelled) return false;
+  return !unknown_job || error.value().code == "unknown_job";
+}
+
+void BrokerCore::end_cancelled(Job& job, std::string_view how) {
+  if (job.overdue) {
+    fail_job(job, ErrorKind::timeout, "running_deadline",
+             "the job passed its running deadline (" + std::to_string(job.run_timeout.count()) +
+                 " ms + " + std::to_string(config_.running_grace.count()) + " ms grace); " +
+                 std::string(how));
+  } else {
+    fail_job(job, ErrorKind::cancelled, "cancelled",
+             "cancelled by the client; " + std::string(how));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,25 +859,47 @@ detail::ProviderState& BrokerCore::provider_state(std::string_view name) {
 }
 
 void BrokerCore::maybe_forget_provider(ProviderState& state) {
-  if (state.queue.empty() && state.serving == 0 && state.available.empty()) {
+  if (!has_waiting(state) && state.serving == 0 && state.available.empty()) {
+    arm_wake(state, Clock::time_point::max());
     providers_.erase(providers_.find(state.name));
   }
+}
+
+bool BrokerCore::has_waiting(const ProviderState& state) const noexcept {
+  return !state.queue.empty() || !state.lanes.empty();
 }
 
 void BrokerCore::enqueue(Job& job, bool urgent) {
   ProviderState& state = provider_state(job.provider);
   job.state = detail::JobState::queued;
+  job.overdue = false;
   job.enqueue_seq = ++enqueue_seq_;
   job.queued_provider = &state;
+  // A model whose jobs are held by its own key already has a lane: its new jobs wait there.
+  // Not a job with fallbacks: an open circuit does not hold it (its worker skips the target),
+  // so it must not wait behind jobs that one holds; the queue's head check parks it if needed.
+  auto lane =
+      job.model.empty() || job.has_fallbacks ? state.lanes.end() : state.lanes.find(job.model);
+  job.lane = lane == state.lanes.end() ? &state.queue : lane->second.get();
   if (urgent) {
-    state.queue.push_urgent(job);
+    job.lane->push_urgent(job);
   } else {
-    state.queue.push(job, job.client_route);
+    job.lane->push(job, job.client.id);
   }
-  job.deadline = deadlines_.emplace(clock_.now() + job.queue_timeout, &job);
+  const Clock::time_point now = clock_.now();
+  job.queued_at = now;
+  Clock::time_point deadline = now + job.queue_timeout;
+  if (!ever_advertised(job.provider)) {
+    deadline = std::min(deadline, now + config_.unknown_provider_grace);
+  }
+  job.deadline = deadlines_.emplace(deadline, &job);
   job.has_deadline = true;
   ++queued_total_;
   ++queued_by_priority_[static_cast<std::size_t>(job.priority)];
+  if (job.counts != nullptr) ++job.counts->queued;
+  ClientUsage& usage = client_usage_[job.client.id];
+  ++usage.jobs;
+  usage.bytes += job.payload_bytes;
 }
 
 void BrokerCore::after_pop(Job& job) {
@@ -554,48 +910,68 @@ void BrokerCore::after_pop(Job& job) {
   job.queued_provider = nullptr;
   --queued_total_;
   --queued_by_priority_[static_cast<std::size_t>(job.priority)];
+  if (job.counts != nullptr) --job.counts->queued;
+  auto usage = client_usage_.find(job.client.id);
+  usage->second.jobs -= 1;
+  usage->second.bytes -= job.payload_bytes;
+  if (usage->second.jobs == 0) client_usage_.erase(usage);
+}
+
+bool BrokerCore::ever_advertised(std::string_view provider) const {
+  return advertised_.size() >= kMaxAdvertisedProviders || advertised_.contains(provider);
 }
 
 void BrokerCore::dequeue(Job& job) {
-  job.queued_provider->queue.erase(job);
+  leave_lane(job, false);
   after_pop(job);
+}
+
+void BrokerCore::leave_lane(Job& job, bool served) {
+  ProviderState& state = *job.queued_provider;
+  detail::ProviderQueue* lane = job.lane;
+  // Served from the head: pop() moves its client to the back of the round-robin ring.
+  if (served && lane->peek() == &job) {
+    lane->pop();
+  } else {
+    lane->erase(job);
+  }
+  job.lane = nullptr;
+  if (lane != &state.queue && lane->empty()) state.lanes.erase(job.model);
+}
+
+detail::Job* BrokerCore::first_waiting(ProviderState& state) {
+  if (Job* job = state.queue.peek()) return job;
+  return state.lanes.empty() ? nullptr : state.lanes.begin()->second->peek();
 }
 
 void BrokerCore::dispatch_provider(ProviderState& state) {
   if (draining_) return;
-  while (!state.queue.empty() && !state.available.empty()) {
+  while (!state.available.empty()) {
+    Job* job = next_admissible(state);
+    if (job == nullptr) return;
     Worker& worker = *state.available.begin()->worker;
-    Job& job = *state.queue.pop();
-    after_pop(job);
-    assign(job, worker);
+    take_queued(*job);
+    assign(*job, worker);
   }
 }
 
 void BrokerCore::dispatch_worker(Worker& worker) {
   if (draining_) return;
-  // Invariant after every event: a provider with waiting jobs has no available worker. So a
+  // Without quotas, after every event a provider with waiting jobs has no available worker: a
   // slot freed here can only be filled from this worker's providers, and this worker is the
-  // least loaded candidate for them; pick the best waiting job among its providers.
+  // least loaded candidate for them. (Jobs held by quota are dispatched by their provider's
+  // wake-up or by the end of a job that frees room.) Pick the best job among its providers.
   while (worker.available) {
-    ProviderState* best = nullptr;
-    Job* best_job = nullptr;
+    Job* best = nullptr;
     for (ProviderState* state : worker.providers) {
-      Job* candidate = state->queue.peek();
-      if (candidate == nullptr) continue;
-      const bool better = best_job == nullptr || candidate->priority < best_job->priority ||
-                          (candidate->priority == best_job->priority &&
-                           (candidate->urgent != best_job->urgent
-                                ? candidate->urgent
-                                : candidate->enqueue_seq < best_job->enqueue_seq));
-      if (better) {
-        best = state;
-        best_job = candidate;
+      Job* candidate = next_admissible(*state);
+      if (candidate != nullptr && (best == nullptr || runs_before(*candidate, *best))) {
+        best = candidate;
       }
     }
     if (best == nullptr) return;
-    Job& job = *best->queue.pop();
-    after_pop(job);
-    assign(job, worker);
+    take_queued(*best);
+    assign(*best, worker);
   }
 }
 
@@ -605,25 +981,68 @@ void BrokerCore::assign(Job& job, Worker& worker) {
   ++job.delivery;
   worker.in_flight.push_back(job);
   ++running_total_;
+  if (job.counts != nullptr) ++job.counts->running;
   worker.idle_seq = ++dispatch_seq_;
   update_availability(worker);
+  arm_run_deadline(job, clock_.now() + job.run_timeout + config_.running_grace);
 
-  Frames frames = make_frames(
-      Command::job, protocol::encode(protocol::JobHeader{job.id, job.delivery, job.stream}));
+  protocol::JobHeader header{job.id, job.delivery, job.stream, {}};
+  if (!health_.empty()) {
+    header.open_targets =
+        health_.open_keys(job.probe ? model_key(job.provider, job.model) : "", kMaxOpenTargets);
+  }
+  Frames frames = make_frames(Command::job, protocol::encode(header));
   frames.emplace_back();
   frames.back().copy(job.request);  // shared, not copied: kept for a redelivery
   send_worker(worker, std::move(frames));
   if (worker.detached) {
     // It never reached the worker: back to the front of the queue, as if never dispatched.
-    worker.in_flight.erase(job);
-    --running_total_;
-    job.worker = nullptr;
+    leave_worker(job);
     --job.delivery;
     enqueue(job, true);
     // Another worker may take it; dispatched after the current event, not from inside a
     // dispatch loop.
     redispatch_.push_back(job.provider);
   }
+}
+
+detail::Worker* BrokerCore::leave_worker(Job& job) {
+  Worker* worker = job.worker;
+  if (worker == nullptr) return nullptr;
+  worker->in_flight.erase(job);
+  --running_total_;
+  if (job.counts != nullptr) --job.counts->running;
+  job.worker = nullptr;
+  release_reservation(job);
+  if (job.has_run_deadline) {
+    run_deadlines_.erase(job.run_deadline);
+    job.has_run_deadline = false;
+  }
+  return worker;
+}
+
+void BrokerCore::arm_run_deadline(Job& job, Clock::time_point at) {
+  if (job.has_run_deadline) run_deadlines_.erase(job.run_deadline);
+  job.run_deadline = run_deadlines_.emplace(at, &job);
+  job.has_run_deadline = true;
+}
+
+void BrokerCore::on_run_deadline(Job& job) {
+  Worker& worker = *job.worker;
+  if (!job.overdue) {
+    // Past its own total timeout plus the grace: the worker is stuck on it (or lost the job
+    // without saying so). Ask it to stop, and give the answer one more grace to arrive.
+    job.overdue = true;
+    if (worker_log_.allow(clock_.now())) {
+      spdlog::warn("job {} delivery {} at worker {} passed its running deadline: cancelling",
+                   job.id, job.delivery, worker.worker_id);
+    }
+    arm_run_deadline(job, clock_.now() + config_.running_grace);
+    send_worker(worker, make_frames(Command::cancel, protocol::encode(protocol::Cancel{job.id})));
+    return;
+  }
+  end_cancelled(job, "its worker did not answer the cancel within the grace");
+  dispatch_worker(worker);
 }
 
 void BrokerCore::update_availability(Worker& worker) {
@@ -643,12 +1062,13 @@ void BrokerCore::update_availability(Worker& worker) {
 // ---------------------------------------------------------------------------------------------
 // Workers
 
-detail::Worker& BrokerCore::register_worker(std::string_view route, protocol::Ready ready) {
+detail::Worker& BrokerCore::register_worker(const Peer& peer, protocol::Ready ready) {
+  const std::string_view route = peer.route;
   auto owned = std::make_unique<Worker>();
   Worker& worker = *owned;
   worker.route = std::string(route);
-  worker.worker_id =
-      ready.worker_id.empty() ? "route-" + route_hex(route) : clip(ready.worker_id, kMaxInfoString);
+  worker.identity_key = std::string(peer.key);
+  worker.worker_id = ready.worker_id.empty() ? "route-" + route_hex(route) : ready.worker_id;
   worker.host = clip(ready.host, kMaxInfoString);
   worker.version = clip(ready.version, kMaxInfoString);
   worker.pid = ready.pid;
@@ -666,16 +1086,19 @@ detail::Worker& BrokerCore::register_worker(std::string_view route, protocol::Re
     ProviderState& state = provider_state(name);
     ++state.serving;
     worker.providers.push_back(&state);
+    if (advertised_.size() < kMaxAdvertisedProviders) advertised_.insert(name);
   }
   const Clock::time_point now = clock_.now();
   worker.last_heard = now;
   worker.last_sent = now;
   worker.idle_seq = ++dispatch_seq_;
-  if (!ready.worker_id.empty()) worker_routes_[ready.worker_id] = worker.route;
+  if (!ready.worker_id.empty()) worker_routes_[worker.worker_id] = worker.route;
   workers_.emplace(worker.route, std::move(owned));
   update_availability(worker);
-  spdlog::info("worker {} registered: host {} pid {} capacity {} providers [{}]", worker.worker_id,
-               worker.host, worker.pid, worker.capacity, fmt::join(worker.provider_names, ","));
+  spdlog::info("worker {} registered: host {} pid {} capacity {} providers [{}]{}",
+               worker.worker_id, worker.host, worker.pid, worker.capacity,
+               fmt::join(worker.provider_names, ","),
+               peer.authenticated() ? " as " + peer_text(peer) : std::string());
   return worker;
 }
 
@@ -745,42 +1168,47 @@ void BrokerCore::lose_worker(std::string_view route, std::string_view reason) {
   for (ProviderState* state : worker.providers) --state->serving;
 
   std::vector<ProviderState*> touched;
-  while (Job* job = worker.in_flight.pop_front()) {
-    --running_total_;
-    job->worker = nullptr;
-    if (job->cancel_requested) {
-      fail_job(*job, ErrorKind::cancelled, "cancelled",
-               "cancelled by the client; its worker was lost before it confirmed");
-      continue;
+  while (Job* job = worker.in_flight.front()) {
+    if (ProviderState* requeued = requeue_or_end(*job, worker.worker_id)) {
+      touched.push_back(requeued);
     }
-    if (job->delivery > config_.redelivery_limit) {
-      fail_job(*job, ErrorKind::internal, "redelivery_limit",
-               "the job lost its worker " + std::to_string(job->delivery) +
-                   " times (redelivery limit " + std::to_string(config_.redelivery_limit) + ")");
-      continue;
-    }
-    if (draining_) {
-      reject_job(*job, "draining", "broker is shutting down and the job lost its worker");
-      continue;
-    }
-    if (job->client_saw_chunks) {
-      // The client has part of an answer that the next delivery will not continue.
-      transport_.send_to_client(
-          job->client_route, Command::reset,
-          make_frames(Command::reset,
-                      protocol::encode(protocol::StreamReset{
-                          job->id, 0, "worker " + worker.worker_id + " lost; redelivering"})));
-      job->client_saw_chunks = false;
-    }
-    ++counters_.redeliveries;
-    spdlog::debug("job {} re-queued after delivery {}", job->id, job->delivery);
-    enqueue(*job, true);
-    touched.push_back(job->queued_provider);
   }
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
   for (ProviderState* state : touched) dispatch_provider(*state);
   for (ProviderState* state : worker.providers) maybe_forget_provider(*state);
+}
+
+detail::ProviderState* BrokerCore::requeue_or_end(Job& job, std::string_view lost_worker) {
+  leave_worker(job);
+  if (job.cancel_requested || job.overdue) {
+    end_cancelled(job, "its worker was lost before it confirmed");
+    return nullptr;
+  }
+  if (job.delivery > config_.redelivery_limit) {
+    fail_job(job, ErrorKind::internal, "redelivery_limit",
+             "the job lost its worker " + std::to_string(job.delivery) +
+                 " times (redelivery limit " + std::to_string(config_.redelivery_limit) + ")");
+    return nullptr;
+  }
+  if (draining_) {
+    reject_job(job, "draining", "broker is shutting down and the job lost its worker");
+    return nullptr;
+  }
+  if (job.client_saw_stream) {
+    // The client may hold part of an answer that the next delivery (from seq 0) will not
+    // continue.
+    transport_.send_to_client(
+        job.client_route, Command::reset,
+        make_frames(Command::reset,
+                    protocol::encode(protocol::StreamReset{
+                        job.id, 0, "worker " + std::string(lost_worker) + " lost; redelivering"})));
+    job.client_saw_stream = false;
+  }
+  ++counters_.redeliveries;
+  spdlog::debug("job {} re-queued after delivery {}", job.id, job.delivery);
+  enqueue(job, true);
+  return job.queued_provider;
 }
 
 // Twice per interval, so that a worker hears from us at least every 1.5 intervals (one check per
@@ -847,17 +1275,12 @@ void BrokerCore::check_workers(Clock::time_point now, bool stalled) {
 // Job endings
 
 void BrokerCore::complete_job(Job& job, Command command, Frames frames) {
-  if (job.state == detail::JobState::queued && job.queued_provider != nullptr) dequeue(job);
-  if (Worker* worker = job.worker) {
-    worker->in_flight.erase(job);
-    --running_total_;
-    job.worker = nullptr;
-    update_availability(*worker);
-  }
+  leave_broker_state(job);
   job.state = detail::JobState::finished;
-  job.request = zmq::message_t();
   job.cancel_requested = false;
   job.finished_at = clock_.now();
+  if (job.counts != nullptr)
+    ++(command == Command::result ? job.counts->succeeded : job.counts->failed);
   if (config_.result_keep > 0) job.final_frames = keep_frames(frames);
   finished_.push_back(job);
   transport_.send_to_client(job.client_route, command, std::move(frames));
@@ -872,6 +1295,7 @@ void BrokerCore::fail_job(Job& job, ErrorKind kind, std::string_view code, std::
   error.code = std::string(code);
   error.provider = job.provider;
   ++provider_counters(job.provider).failed;
+  ++broker_errors_[error.code];
   spdlog::debug("job {} ends: {} ({})", job.id, protocol::to_string(kind), error.message);
   Frames frames =
       make_frames(Command::error, protocol::encode(protocol::JobEnd{job.id, job.delivery}),
@@ -880,14 +1304,9 @@ void BrokerCore::fail_job(Job& job, ErrorKind kind, std::string_view code, std::
 }
 
 void BrokerCore::reject_job(Job& job, std::string_view code, std::string message) {
-  if (job.state == detail::JobState::queued && job.queued_provider != nullptr) dequeue(job);
-  if (Worker* worker = job.worker) {
-    worker->in_flight.erase(job);
-    --running_total_;
-    job.worker = nullptr;
-    update_availability(*worker);
-  }
-  ++counters_.rejected_draining;
+  leave_broker_state(job);
+  ++rejected_[std::string(code)];
+  if (job.counts != nullptr) ++job.counts->rejected;
   send_client(job.client_route, Command::rejected,
               protocol::encode(protocol::Rejected{job.id, ErrorKind::queue_full, std::string(code),
                                                   std::move(message)}));
@@ -895,23 +1314,25 @@ void BrokerCore::reject_job(Job& job, std::string_view code, std::string message
   jobs_.erase(jobs_.find(job.id));
 }
 
+void BrokerCore::leave_broker_state(Job& job) {
+  if (job.state == detail::JobState::queued && job.queued_provider != nullptr) dequeue(job);
+  if (Worker* worker = leave_worker(job)) update_availability(*worker);
+  // Its payload is no longer needed for a redelivery.
+  payload_bytes_ -= job.payload_bytes;
+  job.payload_bytes = 0;
+  job.request = zmq::message_t();
+}
+
 void BrokerCore::evict_finished(Job& job) {
   finished_.erase(job);
   jobs_.erase(jobs_.find(job.id));
 }
 
-void BrokerCore::record_outcome(Job& job, Command command, std::string_view payload,
-                                bool& payload_ok) {
+Result<void, std::string> BrokerCore::record_outcome(Job& job, Command command,
+                                                     std::string_view payload) {
   if (command == Command::result) {
     auto response = protocol::decode<protocol::Response>(payload);
-    if (!response) {
-      payload_ok = false;
-      ++counters_.malformed_results;
-      if (hostile_log_.allow(clock_.now())) {
-        spdlog::warn("job {}: undecodable result payload: {}", job.id, response.error().message);
-      }
-      return;
-    }
+    if (!response) return "undecodable result payload: " + response.error().message;
     const protocol::Response& r = response.value();
     protocol::ProviderCounters& counters = provider_counters(job.provider);
     ++counters.succeeded;
@@ -921,20 +1342,22 @@ void BrokerCore::record_outcome(Job& job, Command command, std::string_view payl
         provider_counters(r.provider.empty() ? job.provider : r.provider);
     spent.prompt_tokens += r.usage.prompt_tokens;
     spent.completion_tokens += r.usage.completion_tokens;
-    return;
+    // The reservation was made on the job's own target: only its answer's usage settles it.
+    const uint64_t used = r.usage.prompt_tokens + r.usage.completion_tokens;
+    if (job.ticket.held && used > 0 && r.provider == job.provider &&
+        (job.model.empty() || r.model == job.model)) {
+      job.used_tokens = used;
+    }
+    if (job.probe) record_probe(job, &r.attempts);
+    return {};
   }
   auto error = protocol::decode<protocol::Error>(payload);
-  if (!error) {
-    payload_ok = false;
-    ++counters_.malformed_results;
-    if (hostile_log_.allow(clock_.now())) {
-      spdlog::warn("job {}: undecodable error payload: {}", job.id, error.error().message);
-    }
-    return;
-  }
+  if (!error) return "undecodable error payload: " + error.error().message;
   protocol::ProviderCounters& counters = provider_counters(job.provider);
   ++counters.failed;
   count_attempts(counters, error.value().attempts, error.value().provider, error.value().model);
+  if (job.probe) record_probe(job, &error.value().attempts);
+  return {};
 }
 
 protocol::ProviderCounters& BrokerCore::provider_counters(std::string_view provider) {
@@ -952,23 +1375,17 @@ protocol::ProviderCounters& BrokerCore::provider_counters(std::string_view provi
 void BrokerCore::on_timer() {
   const Clock::time_point now = clock_.now();
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    Job& job = *deadlines_.begin()->second;
-    ProviderState& state = *job.queued_provider;
-    const std::string waited = std::to_string(job.queue_timeout.count());
-    if (state.serving > 0) {
-      fail_job(job, ErrorKind::timeout, "queue_deadline",
-               "no worker took the job within its queue deadline (" + waited + " ms)");
-    } else {
-      fail_job(
-          job, ErrorKind::unsupported_provider, "queue_deadline",
-          "no connected worker serves provider '" + state.name + "' (waited " + waited + " ms)");
-    }
-    maybe_forget_provider(state);
+    expire_queued(*deadlines_.begin()->second, now);
+  }
+  while (!run_deadlines_.empty() && run_deadlines_.begin()->first <= now) {
+    on_run_deadline(*run_deadlines_.begin()->second);
   }
   while (!finished_.empty() && finished_.front()->finished_at + config_.result_ttl <= now) {
     evict_finished(*finished_.front());
   }
+  wake_due(now);
   if (now >= next_tick_) {
+    quota_.forget_expired();
     // Late by more than half an interval: the loop did not run (stopped or starved).
     check_workers(now, now - next_tick_ > config_.heartbeat_interval / 2);
     next_tick_ = now + tick_period();
@@ -977,12 +1394,41 @@ void BrokerCore::on_timer() {
   process_lost_workers();
 }
 
+void BrokerCore::expire_queued(Job& job, Clock::time_point now) {
+  ProviderState& state = *job.queued_provider;
+  const Clock::time_point queue_deadline = job.queued_at + job.queue_timeout;
+  if (now < queue_deadline) {
+    // The unknown-provider grace ran out.
+    if (ever_advertised(state.name)) {
+      // A worker offered the provider meanwhile: the job waits out its queue deadline.
+      deadlines_.erase(job.deadline);
+      job.deadline = deadlines_.emplace(queue_deadline, &job);
+      return;
+    }
+    fail_job(job, ErrorKind::unsupported_provider, "unknown_provider",
+             "no worker has offered provider '" + state.name +
+                 "' since the broker started (waited " +
+                 std::to_string(to_ms(now - job.queued_at)) + " ms)");
+  } else if (state.serving > 0) {
+    fail_job(job, ErrorKind::timeout, "queue_deadline",
+             "no worker took the job within its queue deadline (" +
+                 std::to_string(job.queue_timeout.count()) + " ms)");
+  } else {
+    fail_job(job, ErrorKind::unsupported_provider, "queue_deadline",
+             "no connected worker serves provider '" + state.name + "' (waited " +
+                 std::to_string(job.queue_timeout.count()) + " ms)");
+  }
+  maybe_forget_provider(state);
+}
+
 Clock::time_point BrokerCore::next_timer() const {
   if (draining_ && !drained_ && running_total_ == 0) return clock_.now();
   Clock::time_point next = next_tick_;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
+  if (!run_deadlines_.empty()) next = std::min(next, run_deadlines_.begin()->first);
   if (!finished_.empty())
     next = std::min(next, finished_.front()->finished_at + config_.result_ttl);
+  if (!wakeups_.empty()) next = std::min(next, wakeups_.begin()->first);
   if (draining_ && !drained_) next = std::min(next, drain_deadline_);
   return next;
 }
@@ -996,8 +1442,8 @@ void BrokerCore::begin_drain() {
   drain_deadline_ = clock_.now() + config_.drain_timeout;
   std::size_t rejected = 0;
   for (auto& [name, state] : providers_) {
-    while (Job* job = state->queue.pop()) {
-      after_pop(*job);
+    while (Job* job = first_waiting(*state)) {
+      dequeue(*job);
       reject_job(*job, "draining", "broker is shutting down before the job started; resubmit");
       ++rejected;
     }
@@ -1053,6 +1499,41 @@ protocol::StatusReply BrokerCore::status() const {
   std::sort(reply.workers.begin(), reply.workers.end(),
             [](const auto& a, const auto& b) { return a.worker_id < b.worker_id; });
   for (const auto& [name, counters] : provider_counters_) reply.providers.emplace(name, counters);
+  reply.payload_bytes = payload_bytes_;
+  reply.payload_bytes_limit = config_.queue_bytes;
+  reply.rejected.insert(rejected_.begin(), rejected_.end());
+  reply.broker_errors.insert(broker_errors_.begin(), broker_errors_.end());
+  add_quota_status(reply);
+  reply.worker_count = workers_.size();
+  reply.insecure = config_.insecure;
+  for (const auto& [id, stats] : owner_stats_) {
+    // Two keys may share a display name (files of the same name in two directories).
+    if (!reply.clients.emplace(stats.label, stats.counts).second) {
+      reply.clients.emplace(stats.label + " (key " + protocol::key_fingerprint(stats.key) + ")",
+                            stats.counts);
+    }
+  }
+  return reply;
+}
+
+protocol::StatusReply BrokerCore::status_for(const Peer& asker) const {
+  if (has_role(asker.roles, Role::admin)) {
+    protocol::StatusReply reply = status();
+    reply.identity = std::string(asker.name);
+    return reply;
+  }
+  // Not an admin: how many workers there are, and its own jobs; nothing about anyone else's.
+  protocol::StatusReply reply;
+  reply.broker_id = broker_id_;
+  reply.uptime_ms = ms_between(started_, clock_.now());
+  reply.queue_limit = config_.queue_limit;
+  reply.payload_bytes_limit = config_.queue_bytes;
+  reply.worker_count = workers_.size();
+  reply.identity = std::string(asker.name);
+  reply.insecure = config_.insecure;
+  for (const auto& [id, stats] : owner_stats_) {
+    if (stats.key == asker.key) reply.clients.emplace(stats.label, stats.counts);
+  }
   return reply;
 }
 

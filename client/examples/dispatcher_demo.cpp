@@ -86,6 +86,93 @@ void print_attempts(const dispatch::DispatchResponse& response) {
   }
 }
 
+// 1. The same question to every provider at once, each with a fallback to the next one.
+int fan_out(dispatch::Client& client, const std::vector<std::string>& providers) {
+  std::cout << "== several providers, concurrently, with fallback\n";
+  std::vector<dispatch::PendingDispatch> pending;
+  for (std::size_t i = 0; i < providers.size(); ++i) {
+    const auto& provider = providers[i];
+    const auto& backup = providers[(i + 1) % providers.size()];
+    auto request = dispatch::DispatchRequest(provider, model_for(provider),
+                                             {dispatch::Message::system("Answer in one sentence."),
+                                              dispatch::Message::user("What is a message broker?")})
+                       .with_temperature(0.3)
+                       .with_max_tokens(200)
+                       .with_top_p(0.9)
+                       .with_stop({"END"})
+                       .with_timeout_ms(20000)
+                       .with_retry_count(2)
+                       .with_metadata("demo", "fan-out");
+    if (backup != provider) request.with_fallback(dispatch::Target{backup, model_for(backup)});
+    pending.push_back(client.dispatch_async(request));
+  }
+  int failures = 0;
+  for (auto& job : pending) {
+    try {
+      auto response = job.get();
+      std::cout << "  [" << response.provider << "/" << response.model << "] " << response.content
+                << "\n"
+                << "    tokens " << response.usage.total_tokens << ", finish "
+                << response.finish_reason << "\n";
+      print_attempts(response);
+    } catch (const dispatch::DispatchError& e) {
+      ++failures;
+      explain(e);
+    }
+  }
+  return failures;
+}
+
+void print_stream_event(const dispatch::StreamEvent& event) {
+  switch (event.type) {
+    case dispatch::StreamEvent::Type::chunk:
+      std::cout << event.content << std::flush;
+      break;
+    case dispatch::StreamEvent::Type::reset:
+      std::cout << "\n[restarting: " << event.reason << "]\n";
+      break;
+    case dispatch::StreamEvent::Type::gap:
+      std::cout << "\n[some chunks were dropped; the final answer is complete]\n";
+      break;
+  }
+}
+
+// 2. Streaming: print chunks as they come; a reset means start over.
+int stream(dispatch::Client& client, const std::string& provider) {
+  std::cout << "== streaming\n";
+  auto request = dispatch::DispatchRequest(provider, model_for(provider),
+                                           {dispatch::Message::user("Count to five.")})
+                     .with_stream(true);
+  try {
+    auto response = client.dispatch_stream(request, print_stream_event);
+    std::cout << "\n  streamed " << response.usage.completion_tokens << " tokens from "
+              << response.provider << "/" << response.model << " (" << response.stream_resets
+              << " resets)\n";
+    return 0;
+  } catch (const dispatch::DispatchError& e) {
+    explain(e);
+    return 1;
+  }
+}
+
+// 3. Errors are typed: an unknown model is ModelNotAvailableError, not a generic failure.
+int typed_error(dispatch::Client& client, const std::string& provider) {
+  std::cout << "== error handling\n";
+  try {
+    client.dispatch(
+        dispatch::DispatchRequest(provider, "no-such-model", {dispatch::Message::user("Hi")})
+            .with_no_fallback());
+    std::cerr << "  expected an error for no-such-model\n";
+    return 1;
+  } catch (const dispatch::ModelNotAvailableError& e) {
+    std::cout << "  as expected: " << e.what() << "\n";
+    return 0;
+  } catch (const dispatch::DispatchError& e) {
+    explain(e);
+    return 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,91 +184,14 @@ int main(int argc, char** argv) {
     std::cerr << "DEMO_PROVIDERS is empty\n";
     return EXIT_FAILURE;
   }
-  int failures = 0;
-
   try {
     dispatch::Client client(options);
-
-    // 1. The same question to every provider at once, each with a fallback to the next one.
-    std::cout << "== several providers, concurrently, with fallback\n";
-    std::vector<dispatch::PendingDispatch> pending;
-    for (std::size_t i = 0; i < providers.size(); ++i) {
-      const auto& provider = providers[i];
-      const auto& backup = providers[(i + 1) % providers.size()];
-      auto request =
-          dispatch::DispatchRequest(provider, model_for(provider),
-                                    {dispatch::Message::system("Answer in one sentence."),
-                                     dispatch::Message::user("What is a message broker?")})
-              .with_temperature(0.3)
-              .with_max_tokens(200)
-              .with_top_p(0.9)
-              .with_stop({"END"})
-              .with_timeout_ms(20000)
-              .with_retry_count(2)
-              .with_metadata("demo", "fan-out");
-      if (backup != provider) request.with_fallback(dispatch::Target{backup, model_for(backup)});
-      pending.push_back(client.dispatch_async(request));
-    }
-    for (auto& job : pending) {
-      try {
-        auto response = job.get();
-        std::cout << "  [" << response.provider << "/" << response.model << "] " << response.content
-                  << "\n"
-                  << "    tokens " << response.usage.total_tokens << ", finish "
-                  << response.finish_reason << "\n";
-        print_attempts(response);
-      } catch (const dispatch::DispatchError& e) {
-        ++failures;
-        explain(e);
-      }
-    }
-
-    // 2. Streaming: print chunks as they come; a reset means start over.
-    std::cout << "== streaming\n";
-    const auto& first = providers.front();
-    auto stream_request = dispatch::DispatchRequest(first, model_for(first),
-                                                    {dispatch::Message::user("Count to five.")})
-                              .with_stream(true);
-    try {
-      auto response =
-          client.dispatch_stream(stream_request, [](const dispatch::StreamEvent& event) {
-            switch (event.type) {
-              case dispatch::StreamEvent::Type::chunk:
-                std::cout << event.content << std::flush;
-                break;
-              case dispatch::StreamEvent::Type::reset:
-                std::cout << "\n[restarting: " << event.reason << "]\n";
-                break;
-              case dispatch::StreamEvent::Type::gap:
-                std::cout << "\n[some chunks were dropped; the final answer is complete]\n";
-                break;
-            }
-          });
-      std::cout << "\n  streamed " << response.usage.completion_tokens << " tokens from "
-                << response.provider << "/" << response.model << " (" << response.stream_resets
-                << " resets)\n";
-    } catch (const dispatch::DispatchError& e) {
-      ++failures;
-      explain(e);
-    }
-
-    // 3. Errors are typed: an unknown model is ModelNotAvailableError, not a generic failure.
-    std::cout << "== error handling\n";
-    try {
-      client.dispatch(
-          dispatch::DispatchRequest(first, "no-such-model", {dispatch::Message::user("Hi")})
-              .with_no_fallback());
-      std::cerr << "  expected an error for no-such-model\n";
-      ++failures;
-    } catch (const dispatch::ModelNotAvailableError& e) {
-      std::cout << "  as expected: " << e.what() << "\n";
-    } catch (const dispatch::DispatchError& e) {
-      ++failures;
-      explain(e);
-    }
+    int failures = fan_out(client, providers);
+    failures += stream(client, providers.front());
+    failures += typed_error(client, providers.front());
+    return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return EXIT_FAILURE;
   }
-  return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   try {
     dispatch::Client client(options);
 
-    auto request = dispatch::DispatchRequest(dispatch::Provider::Ollama, "llama3.2",
+    auto request = dispatch::DispatchRequest(dispatch::Provider::ollama, "llama3.2",
                                              {dispatch::Message::user("Hello, how are you?")})
                        .with_temperature(0.7)
                        .with_max_tokens(1000);

@@ -1,8 +1,6 @@
 #include "dispatch/client.hpp"
 
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -13,7 +11,11 @@
 #include <utility>
 #include <zmq.hpp>
 
+#include "dispatch/common/fd.hpp"
+#include "dispatch/common/random.hpp"
+#include "dispatch/protocol/broker_keys.hpp"
 #include "dispatch/protocol/codec.hpp"
+#include "dispatch/protocol/handshake_monitor.hpp"
 #include "dispatch/protocol/zmq_io.hpp"
 #include "session.hpp"
 
@@ -22,46 +24,6 @@ namespace dispatch {
 namespace {
 
 using std::chrono::milliseconds;
-
-// Random is used from callers' threads (job ids) and the I/O thread (jitter).
-class LockedRandom final : public Random {
- public:
-  explicit LockedRandom(Random* injected) : injected_(injected) {}
-  double uniform() override {
-    std::lock_guard lock(mutex_);
-    return injected_ != nullptr ? injected_->uniform() : own_.uniform();
-  }
-
- private:
-  std::mutex mutex_;
-  Random* injected_;
-  DefaultRandom own_;
-};
-
-// The wake-up descriptor other threads poke after queueing work for the I/O thread.
-class EventFd {
- public:
-  EventFd() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  }
-  ~EventFd() { ::close(fd_); }
-  EventFd(const EventFd&) = delete;
-  EventFd& operator=(const EventFd&) = delete;
-
-  int fd() const noexcept { return fd_; }
-  void signal() const noexcept {
-    const uint64_t one = 1;
-    // EAGAIN only when the counter is saturated, i.e. a wake-up is already pending.
-    [[maybe_unused]] auto written = ::write(fd_, &one, sizeof one);
-  }
-  void drain() const noexcept {
-    uint64_t value = 0;
-    [[maybe_unused]] auto got = ::read(fd_, &value, sizeof value);
-  }
-
- private:
-  int fd_;
-};
 
 std::exception_ptr exception_of(const DispatchError& error) {
   try {
@@ -89,11 +51,12 @@ class ClientEngine {
   explicit ClientEngine(const ClientOptions& options)
       : options_(options),
         clock_(options.clock != nullptr ? *options.clock : SystemClock::instance()),
-        random_(options.random),
+        random_(options.random != nullptr ? *options.random : own_random_),
         settings_(detail::SessionSettings::from(options)),
         session_(settings_, clock_, random_),
-        context_(1),
-        socket_(make_socket()) {
+        keys_(curve_keys_of(options)),
+        context_(1) {
+    open_socket();
     thread_ = std::thread([this] { run(); });
   }
 
@@ -118,46 +81,92 @@ class ClientEngine {
     if (thread_.joinable()) thread_.join();
   }
 
-  std::string new_job_id() { return detail::make_job_id(random_); }
+  // 128 bits from the OS CSPRNG: ids of two clients must never collide, or the broker's
+  // deduplication would hand one client's answer to the other.
+  static std::string new_job_id() { return random_hex_id(); }
   const detail::SessionSettings& settings() const noexcept { return settings_; }
 
   std::size_t in_flight() const noexcept { return in_flight_.load(); }
 
   // Called on the caller's thread: encodes, then queues the job for the I/O thread.
-  std::string submit(const DispatchRequest& request, detail::JobSink sink) {
+  std::string submit(const DispatchRequest& request, detail::JobCallbacks callbacks) {
     std::string job_id = new_job_id();
     auto prepared = std::make_shared<detail::PreparedJob>(
-        detail::prepare_job(settings_, job_id, request, static_cast<bool>(sink.on_event)));
+        detail::prepare_job(settings_, job_id, request, static_cast<bool>(callbacks.on_event)));
     in_flight_.fetch_add(1);
-    auto on_done = std::move(sink.on_done);
-    sink.on_done = [this, on_done = std::move(on_done)](DispatchOutcome outcome) {
+    auto on_done = std::move(callbacks.on_done);
+    callbacks.on_done = [this, on_done = std::move(on_done)](DispatchOutcome outcome) {
       in_flight_.fetch_sub(1);
       if (on_done) on_done(std::move(outcome));
     };
-    post([prepared, sink = std::move(sink)](detail::Session& session) mutable {
-      session.submit(std::move(*prepared), std::move(sink));
+    post([prepared, callbacks = std::move(callbacks)](detail::Session& session) mutable {
+      session.submit(std::move(*prepared), std::move(callbacks));
     });
     return job_id;
   }
 
  private:
-  zmq::socket_t make_socket() {
+  static protocol::BrokerKeys curve_keys_of(const ClientOptions& options) {
+    protocol::BrokerKeys keys;
+    keys.broker_public_key = options.broker_public_key;
+    keys.own = options.curve_keys;
+    if (auto checked = protocol::check_broker_keys(keys); !checked) {
+      throw std::invalid_argument("dispatch client: " + checked.error());
+    }
+    return keys;
+  }
+
+  // A new DEALER with its handshake monitor, replacing the old pair only once both exist (on
+  // failure the old ones stay and the error is thrown).
+  void open_socket() {
     zmq::socket_t socket(context_, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
     protocol::apply_protocol_socket_options(socket);
     socket.set(zmq::sockopt::reconnect_ivl, 100);
     socket.set(zmq::sockopt::reconnect_ivl_max, 2000);
+    protocol::apply_broker_keys(socket, keys_);
+    // Before connect, so that the first handshake is seen.
+    auto monitor = std::make_unique<protocol::HandshakeMonitor>(
+        context_, socket, options_.broker_endpoint, keys_.enabled());
     try {
       socket.connect(options_.broker_endpoint);
     } catch (const zmq::error_t& e) {
       throw std::invalid_argument("dispatch client: cannot connect to '" +
                                   options_.broker_endpoint + "': " + e.what());
     }
-    return socket;
+    if (monitor_) monitor->carry_over(monitor_->history());
+    monitor_ = std::move(monitor);
+    socket_ = std::move(socket);
+  }
+
+  // The broker went silent, or refused the last connection and new work came: a fresh socket
+  // (a fresh handshake), and every unfinished job is sent again on it.
+  void replace_socket(std::deque<detail::EncodedMessage>& pending) {
+    pending.clear();  // they were for the old socket; on_reconnected resends what matters
+    try {
+      open_socket();
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+    }
+    session_.on_reconnected();
+  }
+
+  // A refused handshake fails everything waiting at once: nothing sent on this connection will
+  // be answered, and the user should learn why now rather than after the ack timeouts.
+  void check_handshakes() {
+    for (const protocol::HandshakeProblem& problem : monitor_->read()) {
+      spdlog::info("dispatch client: {}", problem.message);
+      const ErrorKind kind = problem.failure == protocol::HandshakeFailure::protocol_error
+                                 ? ErrorKind::network
+                                 : ErrorKind::authentication;
+      session_.fail_all(make_wire_error(
+          kind, std::string(protocol::handshake_failure_code(problem.failure)), problem.message));
+      refused_ = true;
+    }
   }
 
   void run() {
-    std::deque<detail::Frames> pending;  // messages the socket could not take yet (HWM)
+    std::deque<detail::EncodedMessage> pending;  // messages the socket could not take yet (HWM)
     std::vector<Task> tasks;
     while (true) {
       bool stopping = false;
@@ -165,6 +174,11 @@ class ClientEngine {
         std::lock_guard lock(mutex_);
         tasks.swap(tasks_);
         stopping = stop_requested_;
+      }
+      // libzmq gives up after some refusals (a mechanism mismatch): new work gets a new try.
+      if (refused_ && !tasks.empty() && !stopping) {
+        refused_ = false;
+        replace_socket(pending);
       }
       for (auto& task : tasks) task(session_);
       tasks.clear();
@@ -178,16 +192,9 @@ class ClientEngine {
         return;
       }
       receive_available();
+      check_handshakes();
       session_.tick();
-      if (session_.take_reconnect_request()) {
-        pending.clear();  // they were for the old socket; on_reconnected resends what matters
-        try {
-          socket_ = make_socket();
-        } catch (const std::exception& e) {
-          spdlog::error("{}", e.what());
-        }
-        session_.on_reconnected();
-      }
+      if (session_.take_reconnect_request()) replace_socket(pending);
       for (auto& frames : session_.take_outbox()) pending.push_back(std::move(frames));
       flush(pending);
       wait(pending.empty() ? 0 : ZMQ_POLLOUT);
@@ -207,7 +214,7 @@ class ClientEngine {
     }
   }
 
-  void flush(std::deque<detail::Frames>& pending) {
+  void flush(std::deque<detail::EncodedMessage>& pending) {
     std::vector<std::string_view> views;
     while (!pending.empty()) {
       const auto& frames = pending.front();
@@ -233,9 +240,10 @@ class ClientEngine {
     zmq::pollitem_t items[] = {
         {socket_.handle(), 0, static_cast<short>(ZMQ_POLLIN | extra_socket_events), 0},
         {nullptr, wake_.fd(), ZMQ_POLLIN, 0},
+        {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
     };
     try {
-      zmq::poll(items, 2, milliseconds(timeout_ms));
+      zmq::poll(items, 3, milliseconds(timeout_ms));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::warn("dispatch client: poll failed: {}", e.what());
     }
@@ -244,13 +252,19 @@ class ClientEngine {
 
   ClientOptions options_;
   Clock& clock_;
-  LockedRandom random_;
+  // Jitter of resubmission waits, drawn on the I/O thread only. Job ids come from
+  // random_hex_id() (the OS CSPRNG), never from here.
+  DefaultRandom own_random_;
+  Random& random_;
   detail::SessionSettings settings_;
   detail::Session session_;
+  protocol::BrokerKeys keys_;  // plaintext when empty; holds a secret key: never logged
   zmq::context_t context_;
   zmq::socket_t socket_;
+  std::unique_ptr<protocol::HandshakeMonitor> monitor_;  // of socket_
+  bool refused_ = false;  // the last handshake was refused; new work replaces the socket
   protocol::IncomingMessage incoming_;
-  EventFd wake_;
+  WakeupFd wake_;  // other threads signal it after queueing work for the I/O thread
   std::mutex mutex_;
   std::vector<Task> tasks_;
   bool stop_requested_ = false;
@@ -268,6 +282,16 @@ void PendingDispatch::cancel() {
   }
 }
 
+Result<void, std::string> ClientOptions::load_curve_keys(const std::string& broker_key_file,
+                                                         const std::string& secret_key_file) {
+  auto keys = protocol::load_broker_keys(broker_key_file, secret_key_file);
+  if (!keys) return std::move(keys).error();
+  if (!keys->enabled()) return {};
+  broker_public_key = std::move(keys->broker_public_key);
+  curve_keys = std::move(keys->own);
+  return {};
+}
+
 Client::Client(ClientOptions options)
     : options_(std::move(options)), engine_(std::make_shared<ClientEngine>(options_)) {}
 
@@ -282,24 +306,24 @@ DispatchResponse Client::dispatch(const DispatchRequest& request) {
 PendingDispatch Client::dispatch_async(const DispatchRequest& request) {
   auto promise = std::make_shared<std::promise<DispatchResponse>>();
   auto future = promise->get_future();
-  detail::JobSink sink;
-  sink.on_done = [promise](DispatchOutcome outcome) {
+  detail::JobCallbacks callbacks;
+  callbacks.on_done = [promise](DispatchOutcome outcome) {
     if (outcome.ok()) {
       promise->set_value(std::move(*outcome.response));
     } else {
       promise->set_exception(exception_of(*outcome.error));
     }
   };
-  auto job_id = engine_->submit(request, std::move(sink));
+  auto job_id = engine_->submit(request, std::move(callbacks));
   return PendingDispatch(std::move(job_id), std::move(future), engine_);
 }
 
 std::string Client::dispatch_async(const DispatchRequest& request, CompletionCallback on_done,
                                    StreamCallback on_event) {
-  detail::JobSink sink;
-  sink.on_done = std::move(on_done);
-  sink.on_event = std::move(on_event);
-  return engine_->submit(request, std::move(sink));
+  detail::JobCallbacks callbacks;
+  callbacks.on_done = std::move(on_done);
+  callbacks.on_event = std::move(on_event);
+  return engine_->submit(request, std::move(callbacks));
 }
 
 namespace {
@@ -315,22 +339,22 @@ struct StreamChannel {
 DispatchResponse Client::dispatch_stream(const DispatchRequest& request,
                                          const StreamCallback& on_event) {
   auto channel = std::make_shared<StreamChannel>();
-  detail::JobSink sink;
-  sink.on_event = [channel](const StreamEvent& event) {
+  detail::JobCallbacks callbacks;
+  callbacks.on_event = [channel](const StreamEvent& event) {
     {
       std::lock_guard lock(channel->mutex);
       channel->events.push_back(event);
     }
     channel->changed.notify_one();
   };
-  sink.on_done = [channel](DispatchOutcome outcome) {
+  callbacks.on_done = [channel](DispatchOutcome outcome) {
     {
       std::lock_guard lock(channel->mutex);
       channel->outcome = std::move(outcome);
     }
     channel->changed.notify_one();
   };
-  const auto job_id = engine_->submit(request, std::move(sink));
+  const auto job_id = engine_->submit(request, std::move(callbacks));
 
   std::deque<StreamEvent> batch;
   while (true) {
@@ -361,16 +385,18 @@ void Client::cancel(const std::string& job_id) {
 }
 
 protocol::StatusReply Client::status(milliseconds timeout) {
-  auto promise = std::make_shared<std::promise<std::optional<protocol::StatusReply>>>();
+  auto promise = std::make_shared<std::promise<detail::StatusOutcome>>();
   auto future = promise->get_future();
   engine_->post([promise, timeout](detail::Session& session) {
-    session.request_status(timeout, [promise](std::optional<protocol::StatusReply> reply) {
-      promise->set_value(std::move(reply));
+    session.request_status(timeout, [promise](detail::StatusOutcome outcome) {
+      promise->set_value(std::move(outcome));
     });
   });
   // The session answers by its own deadline; the extra wait only guards against a bug.
   if (future.wait_for(timeout + std::chrono::seconds(5)) == std::future_status::ready) {
-    if (auto reply = future.get()) return std::move(*reply);
+    detail::StatusOutcome outcome = future.get();
+    if (!outcome) throw_dispatch_error(std::move(outcome).error());
+    return std::move(outcome).value();
   }
   throw NetworkError(make_wire_error(ErrorKind::network, client_code::broker_unreachable,
                                      "no broker answered at " + options_.broker_endpoint +

@@ -94,4 +94,11 @@ protocol::Error make_wire_error(ErrorKind kind, std::string code, std::string me
   return error;
 }
 
+bool is_connection_refusal(const DispatchError& error) noexcept {
+  const std::string& code = error.code();
+  return code == client_code::broker_auth_refused || code == client_code::broker_requires_curve ||
+         code == client_code::broker_without_curve || code == client_code::curve_handshake_failed ||
+         code == client_code::handshake_failed;
+}
+
 }  // namespace dispatch

@@ -8,13 +8,13 @@ namespace dispatch {
 
 std::string_view provider_name(Provider provider) noexcept {
   switch (provider) {
-    case Provider::Ollama:
+    case Provider::ollama:
       return "ollama";
-    case Provider::Ali:
+    case Provider::ali:
       return "ali";
-    case Provider::OpenAI:
+    case Provider::openai:
       return "openai";
-    case Provider::Claude:
+    case Provider::claude:
       return "claude";
   }
   return "unknown";
@@ -288,6 +288,12 @@ DispatchRequest& DispatchRequest::with_queue_timeout_ms(uint32_t queue_timeout_m
   return *this;
 }
 DISPATCH_RVALUE_BUILDER(with_queue_timeout_ms, uint32_t queue_timeout_ms, queue_timeout_ms)
+
+DispatchRequest& DispatchRequest::with_tenant(std::string tenant) & {
+  tenant_ = std::move(tenant);
+  return *this;
+}
+DISPATCH_RVALUE_BUILDER(with_tenant, std::string tenant, std::move(tenant))
 
 #undef DISPATCH_RVALUE_BUILDER
 

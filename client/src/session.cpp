@@ -30,6 +30,7 @@ SessionSettings SessionSettings::from(const ClientOptions& options) {
   settings.deadline_allowance = options.deadline_allowance;
   settings.cancel_grace = options.cancel_grace;
   settings.queue_timeout_ms = options.queue_timeout_ms;
+  settings.broker_endpoint = options.broker_endpoint;
   return settings;
 }
 
@@ -41,28 +42,19 @@ Session::Session(SessionSettings settings, Clock& clock, Random& random)
       last_received_(clock.now()),
       next_wakeup_(Clock::time_point::max()) {}
 
-std::string make_job_id(Random& random) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id;
-  id.reserve(32);
-  // 8 draws of 16 bits: uniform() has 53 bits of precision, so 16 of them are clean.
-  for (int draw = 0; draw < 8; ++draw) {
-    auto bits = static_cast<uint32_t>(random.uniform() * 65536.0) & 0xffffu;
-    for (int nibble = 3; nibble >= 0; --nibble) id.push_back(kHex[(bits >> (nibble * 4)) & 0xfu]);
-  }
-  return id;
-}
-
 PreparedJob prepare_job(const SessionSettings& settings, std::string job_id,
                         const DispatchRequest& request, bool want_chunks) {
   PreparedJob job;
   job.submit.job_id = job_id;
   job.submit.provider = request.provider();
   job.model = request.model();
+  // The broker keys provider/model limits and shared health on it (Submit.model).
+  job.submit.model = request.model();
   job.submit.priority = request.priority();
   job.submit.queue_timeout_ms =
       request.queue_timeout_ms() != 0 ? request.queue_timeout_ms() : settings.queue_timeout_ms;
   job.submit.stream = want_chunks;
+  job.submit.tenant = request.tenant();
   if (want_chunks && !request.wire().stream) {
     protocol::Request streamed = request.wire();
     streamed.stream = true;
@@ -86,14 +78,94 @@ milliseconds Session::ack_wait(uint32_t submits_so_far) {
   return wait + jitter;
 }
 
-void Session::submit(PreparedJob prepared, JobSink sink) {
+void StreamOrder::on_chunk(protocol::Chunk chunk, const StreamCallback& emit) {
+  if (chunk.seq < next_seq_) {
+    if (is_repeat(chunk)) return;  // already shown
+    // A new delivery numbers from 0: the answer restarted and nobody told us. Void what the
+    // caller holds (nothing to void when no chunk followed the last reset).
+    spdlog::debug("dispatch client: job {} restarted at seq {} (expected {})", chunk.job_id,
+                  chunk.seq, next_seq_);
+    restart("the answer restarted (redelivered or resubmitted)", emit);
+  }
+  if (chunk.seq > next_seq_) {
+    StreamEvent gap;
+    gap.type = StreamEvent::Type::gap;
+    gap.expected_seq = next_seq_;
+    gap.seq = chunk.seq;
+    gap_ = true;
+    spdlog::debug("dispatch client: job {} missed chunks {}..{}", chunk.job_id, next_seq_,
+                  chunk.seq - 1);
+    if (emit) emit(gap);
+  }
+  next_seq_ = chunk.seq + 1;
+  shown_since_reset_ = true;
+  last_fingerprint_ = fingerprint(chunk);
+  StreamEvent event;
+  event.type = StreamEvent::Type::chunk;
+  event.seq = chunk.seq;
+  event.content = std::move(chunk.content);
+  event.thinking = std::move(chunk.thinking);
+  event.tool_calls = std::move(chunk.tool_calls);
+  if (emit) emit(event);
+}
+
+void StreamOrder::on_reset(protocol::StreamReset reset, const StreamCallback& emit) {
+  emit_reset(reset.next_seq, std::move(reset.reason), emit);
+}
+
+void StreamOrder::restart(std::string reason, const StreamCallback& emit) {
+  if (shown_since_reset_) {
+    emit_reset(0, std::move(reason), emit);
+    return;
+  }
+  next_seq_ = 0;
+  gap_ = false;
+}
+
+void StreamOrder::emit_reset(uint64_t next_seq, std::string reason, const StreamCallback& emit) {
+  next_seq_ = next_seq;
+  gap_ = false;  // what was missed belongs to the voided answer
+  shown_since_reset_ = false;
+  ++resets_;
+  if (!emit) return;
+  StreamEvent event;
+  event.type = StreamEvent::Type::reset;
+  event.next_seq = next_seq;
+  event.reason = std::move(reason);
+  emit(event);
+}
+
+uint64_t StreamOrder::fingerprint(const protocol::Chunk& chunk) {
+  // Lengths go in too, so that moving text between the fields changes the fingerprint.
+  std::size_t hash = std::hash<std::string_view>{}(chunk.content);
+  auto mix = [&hash](std::size_t value) {
+    hash ^= value + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2);
+  };
+  mix(chunk.content.size());
+  mix(std::hash<std::string_view>{}(chunk.thinking));
+  mix(chunk.thinking.size());
+  for (const auto& call : chunk.tool_calls) {
+    mix(call.index);
+    mix(std::hash<std::string_view>{}(call.id));
+    mix(std::hash<std::string_view>{}(call.name));
+    mix(std::hash<std::string_view>{}(call.arguments));
+  }
+  return hash;
+}
+
+bool StreamOrder::is_repeat(const protocol::Chunk& chunk) const {
+  return shown_since_reset_ && chunk.seq + 1 == next_seq_ &&
+         fingerprint(chunk) == last_fingerprint_;
+}
+
+void Session::submit(PreparedJob prepared, JobCallbacks callbacks) {
   const auto now = clock_.now();
   if (jobs_.count(prepared.job_id) != 0) {
     DispatchOutcome outcome;
     outcome.job_id = prepared.job_id;
     outcome.error = make_dispatch_error(
         make_wire_error(ErrorKind::internal, "duplicate_job_id", "job id already in flight"));
-    if (sink.on_done) sink.on_done(std::move(outcome));
+    if (callbacks.on_done) callbacks.on_done(std::move(outcome));
     return;
   }
   if (!has_work()) last_received_ = now;  // a fresh liveness window after an idle spell
@@ -102,9 +174,9 @@ void Session::submit(PreparedJob prepared, JobSink sink) {
   job.id = prepared.job_id;
   job.submit = std::move(prepared.submit);
   job.model = std::move(prepared.model);
-  job.submit.stream = static_cast<bool>(sink.on_event);
+  job.submit.stream = static_cast<bool>(callbacks.on_event);
   job.payload = std::move(prepared.payload);
-  job.sink = std::move(sink);
+  job.callbacks = std::move(callbacks);
   job.deadline = now + prepared.request_timeout + milliseconds(job.submit.queue_timeout_ms) +
                  settings_.deadline_allowance;
   auto [it, inserted] = jobs_.emplace(prepared.job_id, std::move(job));
@@ -126,7 +198,7 @@ void Session::send_cancel(const std::string& job_id) {
 }
 
 void Session::send(Command command, std::string header, std::string payload) {
-  Frames frames;
+  EncodedMessage frames;
   frames.reserve(4);
   frames.emplace_back(protocol::kProtocolTag);
   frames.emplace_back(protocol::to_string(command));
@@ -156,17 +228,17 @@ void Session::cancel(const std::string& job_id) {
 void Session::request_status(milliseconds timeout, StatusCallback done) {
   const auto now = clock_.now();
   if (!has_work()) last_received_ = now;
-  status_waiters_.push_back(StatusWaiter{now + timeout, std::move(done)});
+  status_waiters_.push_back(StatusWaiter{now + timeout, timeout, std::move(done)});
   lower_wakeup(now + timeout);
   send(Command::status, std::string(kEmptyMap));
 }
 
-void Session::finish(std::unordered_map<std::string, Job>::iterator it, DispatchOutcome outcome) {
-  JobSink sink = std::move(it->second.sink);
+void Session::finish(JobMap::iterator it, DispatchOutcome outcome) {
+  JobCallbacks callbacks = std::move(it->second.callbacks);
   jobs_.erase(it);
-  if (!sink.on_done) return;
+  if (!callbacks.on_done) return;
   try {
-    sink.on_done(std::move(outcome));
+    callbacks.on_done(std::move(outcome));
   } catch (const std::exception& e) {
     spdlog::error("dispatch client: completion callback threw: {}", e.what());
   } catch (...) {
@@ -174,7 +246,7 @@ void Session::finish(std::unordered_map<std::string, Job>::iterator it, Dispatch
   }
 }
 
-void Session::fail(std::unordered_map<std::string, Job>::iterator it, protocol::Error error) {
+void Session::fail(JobMap::iterator it, protocol::Error error) {
   DispatchOutcome outcome;
   outcome.job_id = it->first;
   if (error.provider.empty()) {
@@ -187,15 +259,21 @@ void Session::fail(std::unordered_map<std::string, Job>::iterator it, protocol::
 }
 
 namespace {
-void deliver(const StreamCallback& on_event, const StreamEvent& event) {
-  try {
-    on_event(event);
-  } catch (const std::exception& e) {
-    spdlog::error("dispatch client: stream callback threw: {}", e.what());
-  } catch (...) {
-    spdlog::error("dispatch client: stream callback threw a non-exception");
-  }
+
+// The caller's stream callback, shielded: an exception from it must not unwind the I/O loop.
+StreamCallback shielded(const StreamCallback& on_event) {
+  if (!on_event) return {};
+  return [&on_event](const StreamEvent& event) {
+    try {
+      on_event(event);
+    } catch (const std::exception& e) {
+      spdlog::error("dispatch client: stream callback threw: {}", e.what());
+    } catch (...) {
+      spdlog::error("dispatch client: stream callback threw a non-exception");
+    }
+  };
 }
+
 }  // namespace
 
 void Session::note_broker_id(const std::string& broker_id, const std::string& except_job) {
@@ -209,18 +287,8 @@ void Session::note_broker_id(const std::string& broker_id, const std::string& ex
                broker_id, jobs_.size());
   for (auto& [id, job] : jobs_) {
     if (id == except_job || job.accepted_by == broker_id) continue;
-    if (job.received_chunks && job.sink.on_event) {
-      // The new broker restarts the answer from seq 0 without knowing we saw chunks.
-      StreamEvent event;
-      event.type = StreamEvent::Type::reset;
-      event.next_seq = 0;
-      event.reason = "broker restarted; the answer restarts";
-      job.next_seq = 0;
-      job.gap = false;
-      job.received_chunks = false;
-      ++job.resets;
-      deliver(job.sink.on_event, event);
-    }
+    // The new broker restarts the answer from seq 0 without knowing we saw chunks.
+    job.stream.restart("broker restarted; the answer restarts", shielded(job.callbacks.on_event));
     job.accepted = false;
     job.accepted_by.clear();
     job.unacked_submits = 0;
@@ -239,53 +307,58 @@ void Session::on_message(std::span<const std::string_view> frames) {
   }
   const auto& view = parsed.value();
   switch (view.command) {
-    case Command::accepted: {
-      auto accepted = protocol::decode<protocol::Accepted>(view.header);
-      if (!accepted) break;
-      const auto& ack = accepted.value();
-      auto it = jobs_.find(ack.job_id);
-      if (it != jobs_.end() && !it->second.cancel_requested) {
-        it->second.accepted = true;
-        it->second.accepted_by = ack.broker_id;
-        it->second.unacked_submits = 0;
-      }
-      note_broker_id(ack.broker_id, ack.job_id);
-      return;
-    }
+    case Command::accepted:
+      return on_accepted(view.header);
     case Command::rejected:
-      on_rejected(view.header);
-      return;
+      return on_rejected(view.header);
     case Command::chunk:
-      on_chunk(view.header);
-      return;
+      return on_chunk(view.header);
     case Command::reset:
-      on_reset(view.header);
-      return;
+      return on_reset(view.header);
     case Command::result:
     case Command::error:
-      on_end(view.command, view.header, view.payload);
-      return;
+      return on_end(view.command, view.header, view.payload);
     case Command::heartbeat: {
       auto heartbeat = protocol::decode<protocol::Heartbeat>(view.header);
       if (heartbeat) note_broker_id(heartbeat.value().sender_id, {});
       return;
     }
-    case Command::status: {
-      auto reply = protocol::decode<protocol::StatusReply>(view.header);
-      if (!reply) {
-        spdlog::warn("dispatch client: undecodable status reply: {}", reply.error().message);
-        break;
-      }
-      note_broker_id(reply.value().broker_id, {});
-      auto waiters = std::move(status_waiters_);
-      status_waiters_.clear();
-      for (auto& waiter : waiters) waiter.done(reply.value());
-      return;
-    }
+    case Command::status:
+      return on_status_reply(view.header);
     default:
-      break;
+      ++stats_.ignored_messages;
+      return;
   }
-  ++stats_.ignored_messages;
+}
+
+void Session::on_accepted(std::string_view header) {
+  auto accepted = protocol::decode<protocol::Accepted>(header);
+  if (!accepted) {
+    ++stats_.ignored_messages;
+    return;
+  }
+  const auto& ack = accepted.value();
+  auto it = jobs_.find(ack.job_id);
+  if (it != jobs_.end() && !it->second.cancel_requested) {
+    it->second.accepted = true;
+    it->second.accepted_by = ack.broker_id;
+    it->second.unacked_submits = 0;
+  }
+  note_broker_id(ack.broker_id, ack.job_id);
+}
+
+void Session::on_status_reply(std::string_view header) {
+  auto reply = protocol::decode<protocol::StatusReply>(header);
+  if (!reply) {
+    ++stats_.ignored_messages;
+    spdlog::warn("dispatch client: undecodable status reply: {}", reply.error().message);
+    return;
+  }
+  note_broker_id(reply.value().broker_id, {});
+  // A status request carries no id: one reply answers every request waiting.
+  auto waiters = std::move(status_waiters_);
+  status_waiters_.clear();
+  for (auto& waiter : waiters) waiter.done(reply.value());
 }
 
 void Session::on_rejected(std::string_view header) {
@@ -322,30 +395,10 @@ void Session::on_chunk(std::string_view header) {
     ++stats_.ignored_messages;
     return;
   }
-  auto& chunk = decoded.value();
-  auto it = jobs_.find(chunk.job_id);
-  if (it == jobs_.end() || !it->second.sink.on_event) return;
+  auto it = jobs_.find(decoded.value().job_id);
+  if (it == jobs_.end() || !it->second.callbacks.on_event) return;
   Job& job = it->second;
-  if (chunk.seq < job.next_seq) return;  // a repeat (e.g. after a resubmit); already shown
-  if (chunk.seq > job.next_seq) {
-    StreamEvent gap;
-    gap.type = StreamEvent::Type::gap;
-    gap.expected_seq = job.next_seq;
-    gap.seq = chunk.seq;
-    job.gap = true;
-    spdlog::debug("dispatch client: job {} missed chunks {}..{}", job.id, job.next_seq,
-                  chunk.seq - 1);
-    deliver(job.sink.on_event, gap);
-  }
-  job.next_seq = chunk.seq + 1;
-  job.received_chunks = true;
-  StreamEvent event;
-  event.type = StreamEvent::Type::chunk;
-  event.seq = chunk.seq;
-  event.content = std::move(chunk.content);
-  event.thinking = std::move(chunk.thinking);
-  event.tool_calls = std::move(chunk.tool_calls);
-  deliver(job.sink.on_event, event);
+  job.stream.on_chunk(std::move(decoded).value(), shielded(job.callbacks.on_event));
 }
 
 void Session::on_reset(std::string_view header) {
@@ -354,19 +407,10 @@ void Session::on_reset(std::string_view header) {
     ++stats_.ignored_messages;
     return;
   }
-  auto& reset = decoded.value();
-  auto it = jobs_.find(reset.job_id);
+  auto it = jobs_.find(decoded.value().job_id);
   if (it == jobs_.end()) return;
   Job& job = it->second;
-  job.next_seq = reset.next_seq;
-  job.gap = false;  // what was missed belongs to the voided answer
-  ++job.resets;
-  if (!job.sink.on_event) return;
-  StreamEvent event;
-  event.type = StreamEvent::Type::reset;
-  event.next_seq = reset.next_seq;
-  event.reason = std::move(reset.reason);
-  deliver(job.sink.on_event, event);
+  job.stream.on_reset(std::move(decoded).value(), shielded(job.callbacks.on_event));
 }
 
 void Session::on_end(Command command, std::string_view header, std::string_view payload) {
@@ -387,8 +431,8 @@ void Session::on_end(Command command, std::string_view header, std::string_view 
     DispatchOutcome outcome;
     outcome.job_id = it->first;
     outcome.response = DispatchResponse::from_wire(std::move(response).value(), it->first);
-    outcome.response->stream_resets = it->second.resets;
-    outcome.response->stream_gap = it->second.gap;
+    outcome.response->stream_resets = it->second.stream.resets();
+    outcome.response->stream_gap = it->second.stream.gap();
     finish(it, std::move(outcome));
     return;
   }
@@ -403,21 +447,28 @@ void Session::on_end(Command command, std::string_view header, std::string_view 
 
 void Session::tick() {
   const auto now = clock_.now();
-  if (has_work()) {
-    if (now - last_sent_ >= settings_.heartbeat_interval) {
-      send(Command::heartbeat,
-           protocol::encode(protocol::Heartbeat{{}, static_cast<uint32_t>(jobs_.size())}));
-      ++stats_.heartbeats_sent;
-    }
-    if (!reconnect_requested_ &&
-        now - last_received_ >= settings_.heartbeat_interval * settings_.liveness) {
-      spdlog::info("dispatch client: broker silent for {} ms; reconnecting",
-                   (settings_.heartbeat_interval * settings_.liveness).count());
-      reconnect_requested_ = true;
-    }
-  }
+  if (has_work()) check_broker(now);
   if (now < next_wakeup_) return;
+  next_wakeup_ = Clock::time_point::max();  // the timers below lower it again
+  lower_wakeup(run_job_timers(now));
+  lower_wakeup(expire_status_waiters(now));
+}
 
+void Session::check_broker(Clock::time_point now) {
+  if (now - last_sent_ >= settings_.heartbeat_interval) {
+    send(Command::heartbeat,
+         protocol::encode(protocol::Heartbeat{{}, static_cast<uint32_t>(jobs_.size())}));
+    ++stats_.heartbeats_sent;
+  }
+  if (!reconnect_requested_ &&
+      now - last_received_ >= settings_.heartbeat_interval * settings_.liveness) {
+    spdlog::info("dispatch client: broker silent for {} ms; reconnecting",
+                 (settings_.heartbeat_interval * settings_.liveness).count());
+    reconnect_requested_ = true;
+  }
+}
+
+Clock::time_point Session::run_job_timers(Clock::time_point now) {
   auto next = Clock::time_point::max();
   std::vector<std::pair<std::string, protocol::Error>> failures;
   for (auto& [id, job] : jobs_) {
@@ -447,11 +498,17 @@ void Session::tick() {
     if (job.cancel_requested) next = std::min(next, job.cancel_deadline);
     if (!job.accepted) next = std::min(next, job.resubmit_at);
   }
+  // Failed after the loop: a completion callback may start new jobs (dispatch_async).
   for (auto& [id, error] : failures) {
     auto it = jobs_.find(id);
     if (error.code != client_code::cancelled_locally) send_cancel(id);  // stop it at the broker
     fail(it, std::move(error));
   }
+  return next;
+}
+
+Clock::time_point Session::expire_status_waiters(Clock::time_point now) {
+  auto next = Clock::time_point::max();
   std::vector<StatusWaiter> expired;
   for (auto waiter = status_waiters_.begin(); waiter != status_waiters_.end();) {
     if (now >= waiter->deadline) {
@@ -462,8 +519,12 @@ void Session::tick() {
       ++waiter;
     }
   }
-  next_wakeup_ = next;
-  for (auto& waiter : expired) waiter.done(std::nullopt);
+  for (auto& waiter : expired) {
+    waiter.done(make_wire_error(ErrorKind::network, client_code::broker_unreachable,
+                                "no broker answered at " + settings_.broker_endpoint + " within " +
+                                    std::to_string(waiter.timeout.count()) + " ms"));
+  }
+  return next;
 }
 
 Clock::time_point Session::next_wakeup() const {
@@ -488,11 +549,29 @@ void Session::shutdown() {
   }
   auto waiters = std::move(status_waiters_);
   status_waiters_.clear();
-  for (auto& waiter : waiters) waiter.done(std::nullopt);
+  for (auto& waiter : waiters) {
+    waiter.done(make_wire_error(ErrorKind::cancelled, client_code::client_shutdown,
+                                "the client shut down"));
+  }
 }
 
-std::vector<Frames> Session::take_outbox() {
-  std::vector<Frames> out;
+void Session::fail_all(const protocol::Error& error) {
+  std::vector<std::string> ids;
+  ids.reserve(jobs_.size());
+  for (const auto& [id, job] : jobs_) ids.push_back(id);
+  // One by one: a completion callback may submit again (dispatch_async), and such a job is
+  // not failed by this call; the owner reconnects for it (see ClientEngine).
+  for (const auto& id : ids) {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) fail(it, error);
+  }
+  auto waiters = std::move(status_waiters_);
+  status_waiters_.clear();
+  for (auto& waiter : waiters) waiter.done(error);
+}
+
+std::vector<EncodedMessage> Session::take_outbox() {
+  std::vector<EncodedMessage> out;
   out.swap(outbox_);
   return out;
 }

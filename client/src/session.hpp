@@ -2,8 +2,8 @@
 
 // The client's protocol state machine, free of sockets and threads so that tests can drive it
 // with a ManualClock: jobs in flight, acknowledgements and resubmission, stream order,
-// heartbeats, broker liveness, deadlines. The I/O thread (client_engine.cpp) feeds it received
-// messages and ticks, and sends what it puts in the outbox.
+// heartbeats, broker liveness, deadlines. The I/O thread (ClientEngine in client.cpp) feeds it
+// received messages and ticks, and sends what it puts in the outbox.
 
 #include <cstdint>
 #include <functional>
@@ -17,19 +17,22 @@
 
 #include "dispatch/client.hpp"
 #include "dispatch/common/clock.hpp"
+#include "dispatch/common/result.hpp"
 #include "dispatch/protocol/messages.hpp"
 
 namespace dispatch::detail {
 
-// One ZeroMQ message as the DEALER sends it: [tag, command, header, payload?].
-using Frames = std::vector<std::string>;
+// One ZeroMQ message as the DEALER sends it, frame by frame: [tag, command, header, payload?].
+using EncodedMessage = std::vector<std::string>;
 
-struct JobSink {
+// What the caller of one job is told.
+struct JobCallbacks {
   StreamCallback on_event;     // null: the caller wants no chunks
   CompletionCallback on_done;  // always called exactly once
 };
 
 struct SessionSettings {
+  std::string broker_endpoint = kDefaultBrokerEndpoint;  // for messages
   std::chrono::milliseconds ack_timeout{1000};
   std::chrono::milliseconds max_ack_timeout{4000};
   uint32_t max_submits = 3;
@@ -43,10 +46,10 @@ struct SessionSettings {
   static SessionSettings from(const ClientOptions& options);
 };
 
-using StatusCallback = std::function<void(std::optional<protocol::StatusReply>)>;
-
-// 32 random lowercase hex digits.
-std::string make_job_id(Random& random);
+// The broker's status, or why there is none: no answer in time (network, broker_unreachable) or
+// the broker refused the connection (see Session::fail_all).
+using StatusOutcome = Result<protocol::StatusReply, protocol::Error>;
+using StatusCallback = std::function<void(StatusOutcome)>;
 
 // A job encoded and ready to hand to the I/O thread. Built on the caller's thread so that a
 // large request (images) is serialised there, not on the thread every other job shares.
@@ -62,17 +65,51 @@ struct PreparedJob {
 PreparedJob prepare_job(const SessionSettings& settings, std::string job_id,
                         const DispatchRequest& request, bool want_chunks);
 
+// The order of one job's stream as its caller sees it. Tells each received chunk apart as the
+// next one, one past a gap, a repeat, or the first of a restarted answer, and says which
+// events the caller must see for it, so that text the caller holds is never voided silently.
+//
+// A chunk whose seq is below the next expected one is a repeat only when it is the chunk
+// delivered last (same seq, same content, thinking and tool-call fragments): dropping it
+// leaves the caller's text right even if it was in fact the first chunk of a restarted answer.
+// Any other lower seq means the answer restarted without a `reset` reaching us: a redelivery
+// the broker did not announce, or a resubmission to a restarted broker. The caller then gets a
+// reset (next_seq 0, as every new delivery numbers from 0) before the chunk, and a gap if the
+// restarted answer's first chunks were lost.
+class StreamOrder {
+ public:
+  // The events to deliver for `chunk`, in order, to `emit` (none for a repeat).
+  void on_chunk(protocol::Chunk chunk, const StreamCallback& emit);
+  // A reset relayed by the broker: the answer restarts at `reset.next_seq`.
+  void on_reset(protocol::StreamReset reset, const StreamCallback& emit);
+  // The answer restarts from seq 0 (a new broker instance got the job); `emit` sees a reset
+  // when chunks of the voided answer had been delivered.
+  void restart(std::string reason, const StreamCallback& emit);
+
+  uint32_t resets() const noexcept { return resets_; }
+  bool gap() const noexcept { return gap_; }
+
+ private:
+  static uint64_t fingerprint(const protocol::Chunk& chunk);
+  bool is_repeat(const protocol::Chunk& chunk) const;
+  void emit_reset(uint64_t next_seq, std::string reason, const StreamCallback& emit);
+
+  uint64_t next_seq_ = 0;
+  bool shown_since_reset_ = false;  // chunks of the current answer were delivered
+  uint64_t last_fingerprint_ = 0;   // of the chunk delivered last (seq next_seq_ - 1)
+  uint32_t resets_ = 0;
+  bool gap_ = false;  // of the current answer: what was missed before a reset is void
+};
+
 class Session {
  public:
   Session(SessionSettings settings, Clock& clock, Random& random);
 
-  std::string new_job_id() { return make_job_id(random_); }
-
-  // Starts a job; it asks for chunk events when sink.on_event is set.
-  void submit(PreparedJob job, JobSink sink);
-  void submit(const std::string& job_id, const DispatchRequest& request, JobSink sink) {
-    const bool want_chunks = static_cast<bool>(sink.on_event);
-    submit(prepare_job(settings_, job_id, request, want_chunks), std::move(sink));
+  // Starts a job under `job.job_id`; it asks for chunk events when callbacks.on_event is set.
+  void submit(PreparedJob job, JobCallbacks callbacks);
+  void submit(const std::string& job_id, const DispatchRequest& request, JobCallbacks callbacks) {
+    const bool want_chunks = static_cast<bool>(callbacks.on_event);
+    submit(prepare_job(settings_, job_id, request, want_chunks), std::move(callbacks));
   }
   void cancel(const std::string& job_id);
   void request_status(std::chrono::milliseconds timeout, StatusCallback done);
@@ -83,8 +120,11 @@ class Session {
   void tick();
   // Ends everything: cancels unfinished jobs at the broker and fails them locally.
   void shutdown();
+  // The broker refused the connection (a handshake failure): nothing sent on it can be answered,
+  // so every unfinished job and status request fails now with `error`.
+  void fail_all(const protocol::Error& error);
 
-  std::vector<Frames> take_outbox();
+  std::vector<EncodedMessage> take_outbox();
   // True once after the broker went silent: the caller replaces the socket, then calls
   // on_reconnected() which resubmits every unfinished job.
   bool take_reconnect_request();
@@ -113,7 +153,7 @@ class Session {
     protocol::Submit submit;
     std::string model;    // for error messages
     std::string payload;  // encoded Request, kept for resubmission
-    JobSink sink;
+    JobCallbacks callbacks;
     bool accepted = false;
     std::string accepted_by;  // broker_id of the acknowledging broker
     uint32_t unacked_submits = 0;
@@ -121,13 +161,12 @@ class Session {
     Clock::time_point deadline;
     bool cancel_requested = false;
     Clock::time_point cancel_deadline;
-    uint64_t next_seq = 0;
-    uint32_t resets = 0;
-    bool gap = false;
-    bool received_chunks = false;
+    StreamOrder stream;
   };
+  using JobMap = std::unordered_map<std::string, Job>;
   struct StatusWaiter {
     Clock::time_point deadline;
+    std::chrono::milliseconds timeout;
     StatusCallback done;
   };
 
@@ -135,12 +174,18 @@ class Session {
   void send_cancel(const std::string& job_id);
   void send(protocol::Command command, std::string header, std::string payload = {});
   void note_broker_id(const std::string& broker_id, const std::string& except_job);
-  void finish(std::unordered_map<std::string, Job>::iterator it, DispatchOutcome outcome);
-  void fail(std::unordered_map<std::string, Job>::iterator it, protocol::Error error);
+  void finish(JobMap::iterator it, DispatchOutcome outcome);
+  void fail(JobMap::iterator it, protocol::Error error);
+  void on_accepted(std::string_view header);
+  void on_status_reply(std::string_view header);
   void on_chunk(std::string_view header);
   void on_reset(std::string_view header);
   void on_end(protocol::Command command, std::string_view header, std::string_view payload);
   void on_rejected(std::string_view header);
+  void check_broker(Clock::time_point now);
+  // Fails jobs past a deadline, resubmits unacknowledged ones; returns their next timer.
+  Clock::time_point run_job_timers(Clock::time_point now);
+  Clock::time_point expire_status_waiters(Clock::time_point now);
   void lower_wakeup(Clock::time_point at) {
     if (at < next_wakeup_) next_wakeup_ = at;
   }
@@ -148,10 +193,10 @@ class Session {
 
   SessionSettings settings_;
   Clock& clock_;
-  Random& random_;
-  std::unordered_map<std::string, Job> jobs_;
+  Random& random_;  // resubmission jitter only; job ids come from random_hex_id()
+  JobMap jobs_;
   std::vector<StatusWaiter> status_waiters_;
-  std::vector<Frames> outbox_;
+  std::vector<EncodedMessage> outbox_;
   std::string broker_id_;
   Clock::time_point last_sent_;
   Clock::time_point last_received_;

@@ -8,6 +8,7 @@
 
 #include "dispatch/protocol/codec.hpp"
 
+#include <array>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -19,9 +20,12 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "dispatch/common/strings.hpp"
 #include "dispatch/protocol/text.hpp"
+#include "msgpack_format.hpp"
 
 namespace dispatch::protocol {
 namespace {
@@ -34,6 +38,7 @@ enum FieldFlag : unsigned {
   kRequired = 1u << 0,  // always written; absent (or nil) on decode -> missing_field
   kNonEmpty = 1u << 1,  // decode: an empty string / array -> invalid_value
   kJobId = 1u << 2,     // decode: 1..Limits::max_job_id bytes of valid UTF-8
+  kTenant = 1u << 3,    // decode: at most Limits::max_tenant bytes
 };
 constexpr unsigned kJobIdField = kRequired | kJobId;
 constexpr unsigned kRequiredName = kRequired | kNonEmpty;
@@ -171,6 +176,8 @@ DISPATCH_FIELDS(Submit) {
   v("priority", m.priority);
   v("queue_timeout_ms", m.queue_timeout_ms);
   v("stream", m.stream);
+  v("tenant", m.tenant, kTenant);
+  v("model", m.model);
 }
 
 DISPATCH_FIELDS(Accepted) {
@@ -194,6 +201,7 @@ DISPATCH_FIELDS(JobHeader) {
   v("job_id", m.job_id, kJobIdField);
   v("delivery", m.delivery, kRequired);
   v("stream", m.stream);
+  v("open_targets", m.open_targets);
 }
 
 DISPATCH_FIELDS(JobEnd) {
@@ -241,6 +249,35 @@ DISPATCH_FIELDS(Disconnect) {
   v("reason", m.reason);
 }
 
+DISPATCH_FIELDS(ProviderHealth) {
+  v("provider", m.provider, kRequiredName);
+  v("model", m.model);
+  v("kind", m.kind, kRequiredName);
+  v("retry_after_ms", m.retry_after_ms);
+  v("limit_requests", m.limit_requests);
+  v("remaining_requests", m.remaining_requests);
+  v("reset_requests_ms", m.reset_requests_ms);
+  v("limit_tokens", m.limit_tokens);
+  v("remaining_tokens", m.remaining_tokens);
+  v("reset_tokens_ms", m.reset_tokens_ms);
+  v("cooldown_ms", m.cooldown_ms);
+}
+
+DISPATCH_FIELDS(QuotaStatus) {
+  v("key", m.key, kRequiredName);
+  v("rpm", m.rpm);
+  v("tpm", m.tpm);
+  v("concurrency", m.concurrency);
+  v("requests_last_minute", m.requests_last_minute);
+  v("tokens_last_minute", m.tokens_last_minute);
+  v("running", m.running);
+  v("waiting", m.waiting);
+  v("paused_ms", m.paused_ms);
+  v("paused_reason", m.paused_reason);
+  v("breaker", m.breaker);
+  v("breaker_ms", m.breaker_ms);
+}
+
 DISPATCH_FIELDS(ProviderCounters) {
   v("submitted", m.submitted);
   v("succeeded", m.succeeded);
@@ -262,6 +299,15 @@ DISPATCH_FIELDS(WorkerStatus) {
   v("state", m.state);
 }
 
+DISPATCH_FIELDS(ClientCounters) {
+  v("queued", m.queued);
+  v("running", m.running);
+  v("submitted", m.submitted);
+  v("succeeded", m.succeeded);
+  v("failed", m.failed);
+  v("rejected", m.rejected);
+}
+
 DISPATCH_FIELDS(StatusReply) {
   v("broker_id", m.broker_id, kRequired);
   v("uptime_ms", m.uptime_ms);
@@ -271,6 +317,15 @@ DISPATCH_FIELDS(StatusReply) {
   v("finished_kept", m.finished_kept);
   v("workers", m.workers);
   v("providers", m.providers);
+  v("payload_bytes", m.payload_bytes);
+  v("payload_bytes_limit", m.payload_bytes_limit);
+  v("rejected", m.rejected);
+  v("broker_errors", m.broker_errors);
+  v("worker_count", m.worker_count);
+  v("identity", m.identity);
+  v("clients", m.clients);
+  v("insecure", m.insecure);
+  v("quotas", m.quotas);
 }
 
 #undef DISPATCH_FIELDS
@@ -436,40 +491,92 @@ std::string encode_struct(const T& value) {
 
 // =============================================================================================
 // Decoding
+//
+// Straight from the bytes, after validate_msgpack has checked them, with no msgpack-c object
+// tree in between: a tree costs 24+ bytes per value, so a payload of 1-byte values would weigh
+// 24 times its size before any check could run. What the decoder itself allocates (strings,
+// vectors, map nodes) is charged to a budget of Limits::decode_ratio times the input plus
+// Limits::decode_slack *before* it is allocated; a message that would exceed it fails
+// `malformed`. An all-optional struct in an array (1 byte of input, a whole struct of memory)
+// is what the budget is for.
 
 using Code = DecodeError::Code;
-using msgpack::type::object_type;
+using detail::Family;
+using detail::Head;
 
-std::string_view type_name(const msgpack::object& o) {
-  switch (o.type) {
-    case object_type::NIL:
-      return "nil";
-    case object_type::BOOLEAN:
-      return "bool";
-    case object_type::POSITIVE_INTEGER:
-    case object_type::NEGATIVE_INTEGER:
-      return "int";
-    case object_type::FLOAT32:
-    case object_type::FLOAT64:
-      return "float";
-    case object_type::STR:
-      return "str";
-    case object_type::BIN:
-      return "bin";
-    case object_type::ARRAY:
-      return "array";
-    case object_type::MAP:
-      return "map";
-    case object_type::EXT:
-      return "ext";
+// A cursor over bytes that validate_msgpack accepted: every length it reads is known to fit in
+// the buffer, so it needs no bounds checks of its own.
+class Reader {
+ public:
+  explicit Reader(std::string_view bytes)
+      : p_(reinterpret_cast<const unsigned char*>(bytes.data())) {}
+
+  Family peek() const { return detail::kTypeBytes[*p_].family; }
+
+  // The next value's head, consumed; a str's body, an array's items etc. come after it.
+  Head next() {
+    const Head head = detail::read_head(p_);
+    p_ += 1 + detail::kTypeBytes[*p_].width;
+    return head;
   }
-  return "?";
+
+  // The body of the str / bin whose head was just read.
+  std::string_view text(const Head& head) {
+    const auto* start = reinterpret_cast<const char*>(p_);
+    p_ += head.value;
+    return {start, static_cast<std::size_t>(head.value)};
+  }
+
+  // The rest of a value whose head was just read: its body, or all of its items.
+  void skip_rest(Head head) {
+    uint64_t pending = 0;
+    while (true) {
+      if (detail::is_text(head.family)) p_ += head.value;
+      if (head.family == Family::ext) p_ += head.value + 1;  // its type byte, then the data
+      if (head.family == Family::array) pending += head.value;
+      if (head.family == Family::map) pending += 2 * head.value;
+      if (pending == 0) return;
+      --pending;
+      head = next();
+    }
+  }
+  void skip_value() { skip_rest(next()); }
+
+ private:
+  const unsigned char* p_;
+};
+
+// What the allocator really takes for a block of `bytes` (glibc: 16-byte granules plus a
+// header; page-rounded mappings for large blocks), so that the budget bounds memory, not just
+// the sizes asked for.
+constexpr std::size_t heap_block(std::size_t bytes) {
+  if (bytes == 0) return 0;
+  if (bytes < (128u << 10)) return bytes + 24;
+  return (bytes + 32 + 4095) & ~std::size_t{4095};
 }
 
-// Where the decoder is, for error messages ("messages[2].role"). Depth is bounded by
-// Limits::max_depth, so a fixed array suffices.
+// A std::string of `size` bytes: held inline up to its small-string capacity, else one block.
+std::size_t string_heap(std::size_t size) {
+  static const std::size_t inline_capacity = std::string().capacity();
+  return size <= inline_capacity ? 0 : heap_block(size + 1);
+}
+
+// One node of a std::map<std::string, X> (the tree's links and colour, then the pair).
+template <class X>
+constexpr std::size_t kMapNode = heap_block(4 * sizeof(void*) +
+                                            sizeof(std::pair<const std::string, X>));
+
+// Where the decoder is (for error messages: "messages[2].role"), the first error, and what is
+// left of the memory budget. Errors are sticky: the read_value functions return false and leave
+// the reason here, because only the innermost one knows it and only the outermost returns it;
+// one error per decode, no allocation per level. Depth is bounded by Limits::max_depth, so a
+// fixed array holds the path.
 class Ctx {
  public:
+  explicit Ctx(std::size_t input_bytes)
+      : input_bytes_(input_bytes),
+        budget_(Limits::decode_ratio * input_bytes + Limits::decode_slack) {}
+
   bool failed() const { return error_.has_value(); }
 
   void push_key(std::string_view key) { push({key, 0, false}); }
@@ -483,10 +590,24 @@ class Ctx {
     if (!error_) error_ = DecodeError{code, path() + ": " + std::string(what)};
     return false;
   }
-  bool wrong_type(std::string_view expected, const msgpack::object& got) {
-    return fail(Code::wrong_type,
-                "expected " + std::string(expected) + ", got " + std::string(type_name(got)));
+  bool wrong_type(std::string_view expected, Family got) {
+    return fail(Code::wrong_type, "expected " + std::string(expected) + ", got " +
+                                      std::string(detail::family_name(got)));
   }
+
+  // Reserves `bytes` of the budget for an allocation about to be made; false (with the error)
+  // when the message would exceed it.
+  bool charge(std::size_t bytes) {
+    if (bytes <= budget_) {
+      budget_ -= bytes;
+      return true;
+    }
+    budget_ = 0;
+    return fail(Code::malformed, "decoded size would exceed " +
+                                     std::to_string(Limits::decode_ratio) + "x its " +
+                                     std::to_string(input_bytes_) + " bytes");
+  }
+
   DecodeError take_error() { return std::move(*error_); }
 
  private:
@@ -512,38 +633,35 @@ class Ctx {
         continue;
       }
       if (i > 0) out += '.';
-      // Map keys come from the peer: keep them short and printable.
-      for (std::size_t k = 0; k < s.key.size() && k < 64; ++k) {
-        const auto ch = static_cast<unsigned char>(s.key[k]);
-        out.push_back(ch >= 0x20 && ch < 0x7F ? static_cast<char>(ch) : '?');
-      }
-      if (s.key.size() > 64) out += "...";
+      out += printable(s.key, 64);  // map keys come from the peer
     }
     return out;
   }
 
+  std::size_t input_bytes_;
+  std::size_t budget_;
   std::array<Segment, kMaxSegments> segments_{};
   std::size_t size_ = 0;
   std::optional<DecodeError> error_;
 };
 
-bool read_value(Ctx& c, const msgpack::object& o, std::string& out);
-bool read_value(Ctx& c, const msgpack::object& o, bool& out);
-bool read_value(Ctx& c, const msgpack::object& o, double& out);
-bool read_value(Ctx& c, const msgpack::object& o, Priority& out);
-bool read_value(Ctx& c, const msgpack::object& o, ErrorKind& out);
+bool read_value(Ctx& c, Reader& r, std::string& out);
+bool read_value(Ctx& c, Reader& r, bool& out);
+bool read_value(Ctx& c, Reader& r, double& out);
+bool read_value(Ctx& c, Reader& r, Priority& out);
+bool read_value(Ctx& c, Reader& r, ErrorKind& out);
 template <class X>
 requires std::is_integral_v<X>
-bool read_value(Ctx& c, const msgpack::object& o, X& out);
+bool read_value(Ctx& c, Reader& r, X& out);
 template <class X>
-bool read_value(Ctx& c, const msgpack::object& o, std::optional<X>& out);
+bool read_value(Ctx& c, Reader& r, std::optional<X>& out);
 template <class X>
-bool read_value(Ctx& c, const msgpack::object& o, std::vector<X>& out);
+bool read_value(Ctx& c, Reader& r, std::vector<X>& out);
 template <class X>
-bool read_value(Ctx& c, const msgpack::object& o, std::map<std::string, X>& out);
+bool read_value(Ctx& c, Reader& r, std::map<std::string, X>& out);
 template <class X>
 requires kDescribed<X>
-bool read_value(Ctx& c, const msgpack::object& o, X& out);
+bool read_value(Ctx& c, Reader& r, X& out);
 
 // Post-decode checks of values that are well-typed but out of range.
 template <class T>
@@ -553,11 +671,6 @@ bool check_values(Ctx& /*c*/, T& /*value*/) {
 bool check_values(Ctx& c, Request& r);
 bool check_values(Ctx& c, Message& m);
 bool check_values(Ctx& c, JobHeader& h);
-
-std::string_view text_of(const msgpack::object& o) {
-  if (o.type == object_type::STR) return {o.via.str.ptr, o.via.str.size};
-  return {o.via.bin.ptr, o.via.bin.size};
-}
 
 bool check_job_id(Ctx& c, const std::string& id) {
   if (id.empty()) return c.fail(Code::invalid_value, "must not be empty");
@@ -569,11 +682,11 @@ bool check_job_id(Ctx& c, const std::string& id) {
   return true;
 }
 
-// Matches one map entry against a struct's fields.
+// Matches one map entry (its key read, its value next in `r`) against a struct's fields.
 struct MatchVisitor {
   Ctx& c;
+  Reader& r;
   std::string_view key;
-  const msgpack::object& value;
   uint64_t& seen;
   std::size_t index = 0;
   bool matched = false;
@@ -584,14 +697,17 @@ struct MatchVisitor {
     if (matched || name != key) return;
     matched = true;
     // nil means "absent": JSON-minded encoders write null for unset fields.
-    if (value.type == object_type::NIL) return;
+    if (r.peek() == Family::nil) {
+      r.next();
+      return;
+    }
     c.push_key(name);
     const uint64_t bit = uint64_t{1} << i;
     if ((seen & bit) != 0) {
       c.fail(Code::malformed, "duplicate key");
     } else {
       seen |= bit;
-      if (read_value(c, value, out)) check_flags(out, flags);
+      if (read_value(c, r, out)) check_flags(out, flags);
     }
     c.pop();
   }
@@ -601,6 +717,11 @@ struct MatchVisitor {
     if constexpr (std::is_same_v<X, std::string>) {
       if ((flags & kJobId) != 0) {
         check_job_id(c, out);
+        return;
+      }
+      if ((flags & kTenant) != 0 && out.size() > Limits::max_tenant) {
+        c.fail(Code::invalid_value, "is " + std::to_string(out.size()) + " bytes, limit " +
+                                        std::to_string(Limits::max_tenant));
         return;
       }
     }
@@ -627,16 +748,21 @@ struct RequiredVisitor {
 
 template <class X>
 requires kDescribed<X>
-bool read_value(Ctx& c, const msgpack::object& o, X& out) {
-  if (o.type != object_type::MAP) return c.wrong_type("map", o);
+bool read_value(Ctx& c, Reader& r, X& out) {
+  const Head head = r.next();
+  if (head.family != Family::map) return c.wrong_type("map", head.family);
   uint64_t seen = 0;
-  for (uint32_t i = 0; i < o.via.map.size; ++i) {
-    const msgpack::object_kv& kv = o.via.map.ptr[i];
-    // Keys we cannot name are unknown keys: ignored like any other.
-    if (kv.key.type != object_type::STR && kv.key.type != object_type::BIN) continue;
-    MatchVisitor matcher{c, text_of(kv.key), kv.val, seen};
+  for (uint64_t i = 0; i < head.value; ++i) {
+    const Head key = r.next();
+    if (!detail::is_text(key.family)) {  // keys we cannot name are unknown keys: ignored
+      r.skip_rest(key);
+      r.skip_value();
+      continue;
+    }
+    MatchVisitor matcher{c, r, r.text(key), seen};
     fields(out, matcher);
     if (c.failed()) return false;
+    if (!matcher.matched) r.skip_value();
   }
   RequiredVisitor required{c, seen};
   fields(out, required);
@@ -644,38 +770,46 @@ bool read_value(Ctx& c, const msgpack::object& o, X& out) {
   return check_values(c, out);
 }
 
-bool read_value(Ctx& c, const msgpack::object& o, std::string& out) {
-  if (o.type != object_type::STR && o.type != object_type::BIN) return c.wrong_type("str", o);
-  const std::string_view text = text_of(o);
+bool read_value(Ctx& c, Reader& r, std::string& out) {
+  const Head head = r.next();
+  if (!detail::is_text(head.family)) return c.wrong_type("str", head.family);
+  const std::string_view text = r.text(head);
   // Every str must be UTF-8: it ends up in provider JSON and in other-language peers that
   // refuse anything else. bin is accepted for encoders that cannot tell text from bytes.
-  if (!is_valid_utf8(text)) {
-    return c.fail(Code::invalid_value, "is not valid UTF-8");
-  }
+  if (!is_valid_utf8(text)) return c.fail(Code::invalid_value, "is not valid UTF-8");
+  if (!c.charge(string_heap(text.size()))) return false;
   out.assign(text);
   return true;
 }
 
-bool read_value(Ctx& c, const msgpack::object& o, bool& out) {
-  if (o.type != object_type::BOOLEAN) return c.wrong_type("bool", o);
-  out = o.via.boolean;
+bool read_value(Ctx& c, Reader& r, bool& out) {
+  const Head head = r.next();
+  if (head.family != Family::boolean) return c.wrong_type("bool", head.family);
+  out = head.value != 0;
   return true;
 }
 
-bool read_value(Ctx& c, const msgpack::object& o, double& out) {
-  switch (o.type) {
-    case object_type::FLOAT32:
-    case object_type::FLOAT64:
-      out = o.via.f64;
+bool read_value(Ctx& c, Reader& r, double& out) {
+  const Head head = r.next();
+  switch (head.family) {
+    case Family::float32: {
+      const auto bits = static_cast<uint32_t>(head.value);
+      float narrow = 0;
+      std::memcpy(&narrow, &bits, sizeof(narrow));
+      out = narrow;
       break;
-    case object_type::POSITIVE_INTEGER:
-      out = static_cast<double>(o.via.u64);
+    }
+    case Family::float64:
+      std::memcpy(&out, &head.value, sizeof(out));
       break;
-    case object_type::NEGATIVE_INTEGER:
-      out = static_cast<double>(o.via.i64);
+    case Family::uint:
+      out = static_cast<double>(head.value);
+      break;
+    case Family::sint:
+      out = static_cast<double>(static_cast<int64_t>(head.value));
       break;
     default:
-      return c.wrong_type("float", o);
+      return c.wrong_type("float", head.family);
   }
   if (!std::isfinite(out)) return c.fail(Code::invalid_value, "must be a finite number");
   return true;
@@ -683,32 +817,35 @@ bool read_value(Ctx& c, const msgpack::object& o, double& out) {
 
 template <class X>
 requires std::is_integral_v<X>
-bool read_value(Ctx& c, const msgpack::object& o, X& out) {
+bool read_value(Ctx& c, Reader& r, X& out) {
   using Range = std::numeric_limits<X>;
-  if (o.type == object_type::POSITIVE_INTEGER) {
-    if (o.via.u64 > static_cast<uint64_t>(Range::max())) {
+  const Head head = r.next();
+  if (head.family != Family::uint && head.family != Family::sint) {
+    return c.wrong_type("int", head.family);
+  }
+  const bool negative = head.family == Family::sint && static_cast<int64_t>(head.value) < 0;
+  if (!negative) {
+    if (head.value > static_cast<uint64_t>(Range::max())) {
       return c.fail(Code::invalid_value, "must be at most " + std::to_string(Range::max()));
     }
-    out = static_cast<X>(o.via.u64);
+    out = static_cast<X>(head.value);
     return true;
   }
-  if (o.type == object_type::NEGATIVE_INTEGER) {
-    if constexpr (std::is_signed_v<X>) {
-      if (o.via.i64 < static_cast<int64_t>(Range::min())) {
-        return c.fail(Code::invalid_value, "must be at least " + std::to_string(Range::min()));
-      }
-      out = static_cast<X>(o.via.i64);
-      return true;
-    } else {
-      return c.fail(Code::invalid_value, "must not be negative");
+  if constexpr (std::is_signed_v<X>) {
+    const auto value = static_cast<int64_t>(head.value);
+    if (value < static_cast<int64_t>(Range::min())) {
+      return c.fail(Code::invalid_value, "must be at least " + std::to_string(Range::min()));
     }
+    out = static_cast<X>(value);
+    return true;
+  } else {
+    return c.fail(Code::invalid_value, "must not be negative");
   }
-  return c.wrong_type("int", o);
 }
 
-bool read_value(Ctx& c, const msgpack::object& o, Priority& out) {
+bool read_value(Ctx& c, Reader& r, Priority& out) {
   uint64_t level = 0;
-  if (!read_value(c, o, level)) return false;
+  if (!read_value(c, r, level)) return false;
   if (level >= kPriorityLevels) {
     return c.fail(Code::invalid_value, "must be 0 (interactive), 1 (normal) or 2 (batch)");
   }
@@ -716,27 +853,31 @@ bool read_value(Ctx& c, const msgpack::object& o, Priority& out) {
   return true;
 }
 
-bool read_value(Ctx& c, const msgpack::object& o, ErrorKind& out) {
-  if (o.type != object_type::STR && o.type != object_type::BIN) return c.wrong_type("str", o);
-  out = error_kind_from_string(text_of(o));  // a newer peer's kind reads as `unknown`
+bool read_value(Ctx& c, Reader& r, ErrorKind& out) {
+  const Head head = r.next();
+  if (!detail::is_text(head.family)) return c.wrong_type("str", head.family);
+  out = error_kind_from_string(r.text(head));  // a newer peer's kind reads as `unknown`
   return true;
 }
 
 template <class X>
-bool read_value(Ctx& c, const msgpack::object& o, std::optional<X>& out) {
+bool read_value(Ctx& c, Reader& r, std::optional<X>& out) {
   out.emplace();
-  return read_value(c, o, *out);
+  return read_value(c, r, *out);
 }
 
 template <class X>
-bool read_value(Ctx& c, const msgpack::object& o, std::vector<X>& out) {
-  if (o.type != object_type::ARRAY) return c.wrong_type("array", o);
-  // The pre-scan proved every element exists, so the size is bounded by the input.
+bool read_value(Ctx& c, Reader& r, std::vector<X>& out) {
+  const Head head = r.next();
+  if (head.family != Family::array) return c.wrong_type("array", head.family);
+  // The pre-scan proved every element is present; the budget decides whether they may take
+  // sizeof(X) each.
+  if (!c.charge(heap_block(head.value * sizeof(X)))) return false;
   out.clear();
-  out.resize(o.via.array.size);
-  for (uint32_t i = 0; i < o.via.array.size; ++i) {
+  out.resize(head.value);
+  for (std::size_t i = 0; i < out.size(); ++i) {
     c.push_index(i);
-    const bool ok = read_value(c, o.via.array.ptr[i], out[i]);
+    const bool ok = read_value(c, r, out[i]);
     c.pop();
     if (!ok) return false;
   }
@@ -744,26 +885,31 @@ bool read_value(Ctx& c, const msgpack::object& o, std::vector<X>& out) {
 }
 
 template <class X>
-bool read_value(Ctx& c, const msgpack::object& o, std::map<std::string, X>& out) {
-  if (o.type != object_type::MAP) return c.wrong_type("map", o);
+bool read_entry(Ctx& c, Reader& r, std::string_view key, std::map<std::string, X>& out) {
+  if (!is_valid_utf8(key)) return c.fail(Code::invalid_value, "key is not valid UTF-8");
+  if (!c.charge(kMapNode<X> + string_heap(key.size()))) return false;
+  auto [it, inserted] = out.try_emplace(std::string(key));
+  if (!inserted) return c.fail(Code::malformed, "duplicate key");
+  return read_value(c, r, it->second);
+}
+
+template <class X>
+bool read_value(Ctx& c, Reader& r, std::map<std::string, X>& out) {
+  const Head head = r.next();
+  if (head.family != Family::map) return c.wrong_type("map", head.family);
   out.clear();
-  for (uint32_t i = 0; i < o.via.map.size; ++i) {
-    const msgpack::object_kv& kv = o.via.map.ptr[i];
-    if (kv.key.type != object_type::STR && kv.key.type != object_type::BIN) {
+  for (uint64_t i = 0; i < head.value; ++i) {
+    const Head key = r.next();
+    if (!detail::is_text(key.family)) {
       c.push_index(i);
-      c.fail(Code::wrong_type, "expected str key, got " + std::string(type_name(kv.key)));
+      c.fail(Code::wrong_type,
+             "expected str key, got " + std::string(detail::family_name(key.family)));
       c.pop();
       return false;
     }
-    const std::string_view key = text_of(kv.key);
-    c.push_key(key);
-    bool ok = true;
-    if (!is_valid_utf8(key)) {
-      ok = c.fail(Code::invalid_value, "key is not valid UTF-8");
-    } else {
-      auto [it, inserted] = out.try_emplace(std::string(key));
-      ok = inserted ? read_value(c, kv.val, it->second) : c.fail(Code::malformed, "duplicate key");
-    }
+    const std::string_view name = r.text(key);
+    c.push_key(name);
+    const bool ok = read_entry(c, r, name, out);
     c.pop();
     if (!ok) return false;
   }
@@ -815,6 +961,8 @@ bool check_values(Ctx& c, Request& r) {
 bool check_values(Ctx& c, Message& m) {
   for (std::size_t i = 0; i < m.images.size(); ++i) {
     std::string& image = m.images[i];
+    // An image URL is the provider's to fetch (the gateway takes them; the adapters send them on).
+    if (istarts_with(image, "http://") || istarts_with(image, "https://")) continue;
     const std::string_view data = strip_data_url(image);
     if (data.size() != image.size()) image.erase(0, image.size() - data.size());
     if (!is_base64(image)) {
@@ -833,39 +981,6 @@ bool check_values(Ctx& c, JobHeader& h) {
   if (h.delivery == 0) return fail_at(c, "delivery", Code::invalid_value, "must be at least 1");
   return true;
 }
-
-// msgpack-c may point str/bin/ext objects into our buffer instead of copying them: the buffer
-// outlives the object tree (both live only inside decode<T>).
-bool reference_in_place(object_type /*type*/, std::size_t /*length*/, void* /*user_data*/) {
-  return true;
-}
-
-msgpack::unpack_limit unpack_limits() {
-  return msgpack::unpack_limit(Limits::max_array, Limits::max_map, Limits::max_str, Limits::max_bin,
-                               Limits::max_ext, Limits::max_depth);
-}
-
-// The object tree of one message. Zone memory is recycled per thread: after the first message
-// a small decode does not touch malloc for the tree. Not re-entrant, and decode never is.
-class UnpackedMessage {
- public:
-  explicit UnpackedMessage(std::string_view bytes) {
-    root_ = msgpack::unpack(zone(), bytes.data(), bytes.size(), &reference_in_place, nullptr,
-                            unpack_limits());
-  }
-  ~UnpackedMessage() { zone().clear(); }
-  UnpackedMessage(const UnpackedMessage&) = delete;
-  UnpackedMessage& operator=(const UnpackedMessage&) = delete;
-
-  const msgpack::object& root() const { return root_; }
-
- private:
-  static msgpack::zone& zone() {
-    thread_local msgpack::zone zone;
-    return zone;
-  }
-  msgpack::object root_;
-};
 
 }  // namespace
 
@@ -946,6 +1061,12 @@ std::string encode(const Attempt& v) {
 std::string encode(const ToolCallDelta& v) {
   return encode_struct(v);
 }
+std::string encode(const ProviderHealth& v) {
+  return encode_struct(v);
+}
+std::string encode(const QuotaStatus& v) {
+  return encode_struct(v);
+}
 std::string encode(const ProviderCounters& v) {
   return encode_struct(v);
 }
@@ -958,21 +1079,19 @@ Decoded<T> decode(std::string_view bytes) {
   static_assert(kDescribed<T>);
   try {
     if (auto error = validate_msgpack(bytes)) return std::move(*error);
-    const UnpackedMessage message(bytes);
-    if (message.root().type != object_type::MAP) {
-      return DecodeError{Code::wrong_type,
-                         "(message): expected map, got " + std::string(type_name(message.root()))};
+    Reader reader(bytes);
+    if (reader.peek() != Family::map) {
+      return DecodeError{Code::wrong_type, "(message): expected map, got " +
+                                               std::string(detail::family_name(reader.peek()))};
     }
-    Ctx ctx;
+    Ctx ctx(bytes.size());
     T value{};
-    if (!read_value(ctx, message.root(), value)) return ctx.take_error();
+    if (!read_value(ctx, reader, value)) return ctx.take_error();
     return value;
   } catch (const std::exception& e) {
-    // msgpack-c throws on anything the pre-scan let through (it should not), bad_alloc on
-    // exhaustion: either way a typed error, never an exception out of the decoder.
+    // bad_alloc when memory runs out even within the budget: a typed error, never an exception
+    // out of the decoder.
     return DecodeError{Code::malformed, std::string("undecodable: ") + e.what()};
-  } catch (...) {
-    return DecodeError{Code::malformed, "undecodable"};
   }
 }
 
@@ -1002,24 +1121,35 @@ template Decoded<Usage> decode<Usage>(std::string_view);
 template Decoded<Attempt> decode<Attempt>(std::string_view);
 template Decoded<ToolCallDelta> decode<ToolCallDelta>(std::string_view);
 template Decoded<ProviderCounters> decode<ProviderCounters>(std::string_view);
+template Decoded<ProviderHealth> decode<ProviderHealth>(std::string_view);
+template Decoded<QuotaStatus> decode<QuotaStatus>(std::string_view);
 template Decoded<WorkerStatus> decode<WorkerStatus>(std::string_view);
 
 std::string extract_job_id(std::string_view header) noexcept {
   try {
     if (validate_msgpack(header)) return {};
-    const UnpackedMessage message(header);
-    const msgpack::object& root = message.root();
-    if (root.type != object_type::MAP) return {};
-    for (uint32_t i = 0; i < root.via.map.size; ++i) {
-      const msgpack::object_kv& kv = root.via.map.ptr[i];
-      if (kv.key.type != object_type::STR || text_of(kv.key) != "job_id") continue;
-      if (kv.val.type != object_type::STR) return {};
-      std::string id(text_of(kv.val));
+    Reader reader(header);
+    const Head root = reader.next();
+    if (root.family != Family::map) return {};
+    for (uint64_t i = 0; i < root.value; ++i) {
+      const Head key = reader.next();
+      if (key.family != Family::str) {
+        reader.skip_rest(key);
+        reader.skip_value();
+        continue;
+      }
+      if (reader.text(key) != "job_id") {
+        reader.skip_value();
+        continue;
+      }
+      const Head value = reader.next();
+      if (value.family != Family::str) return {};
+      const std::string_view id = reader.text(value);
       if (id.empty() || id.size() > Limits::max_job_id || !is_valid_utf8(id)) return {};
-      return id;
+      return std::string(id);
     }
   } catch (...) {
-    // Best effort by contract: no job id.
+    // Best effort by contract (only the returned string allocates): no job id.
   }
   return {};
 }

@@ -32,11 +32,12 @@ constexpr std::array<std::string_view, 16> kErrorKindNames = {
 };
 static_assert(static_cast<std::size_t>(ErrorKind::internal) + 1 == kErrorKindNames.size());
 
-constexpr std::array<std::string_view, 14> kCommandNames = {
-    "submit", "accepted", "rejected", "cancel", "job",       "chunk",      "reset",
-    "result", "error",    "ready",    "credit", "heartbeat", "disconnect", "status",
+constexpr std::array<std::string_view, 15> kCommandNames = {
+    "submit", "accepted",  "rejected",   "cancel", "job",
+    "chunk",  "reset",     "result",     "error",  "ready",
+    "credit", "heartbeat", "disconnect", "status", "provider_health",
 };
-static_assert(static_cast<std::size_t>(Command::status) + 1 == kCommandNames.size());
+static_assert(static_cast<std::size_t>(Command::provider_health) + 1 == kCommandNames.size());
 
 constexpr std::array<std::string_view, 8> kDecodeErrorNames = {
     "malformed", "wrong_type",       "missing_field",   "invalid_value",

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dispatch/common/strings.hpp"
+
 namespace dispatch::protocol {
 namespace {
 
@@ -72,16 +74,6 @@ constexpr std::array<int8_t, 256> make_base64_table() {
 }
 constexpr auto kBase64 = make_base64_table();
 
-bool iequals_prefix(std::string_view text, std::string_view lower_prefix) noexcept {
-  if (text.size() < lower_prefix.size()) return false;
-  for (std::size_t i = 0; i < lower_prefix.size(); ++i) {
-    char c = text[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != lower_prefix[i]) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 bool is_valid_utf8(std::string_view text) noexcept {
@@ -133,13 +125,13 @@ std::string_view truncate_utf8(std::string_view text, std::size_t max_bytes) noe
 }
 
 std::string_view strip_data_url(std::string_view image) noexcept {
-  if (!iequals_prefix(image, "data:")) return image;
+  if (!istarts_with(image, "data:")) return image;
   const std::size_t comma = image.find(',');
   if (comma == std::string_view::npos) return image;
   const std::string_view meta = image.substr(0, comma);
   constexpr std::string_view kBase64Marker = ";base64";
   if (meta.size() < kBase64Marker.size() ||
-      !iequals_prefix(meta.substr(meta.size() - kBase64Marker.size()), kBase64Marker)) {
+      !istarts_with(meta.substr(meta.size() - kBase64Marker.size()), kBase64Marker)) {
     return image;  // not base64 data (e.g. percent-encoded): left for the caller to reject
   }
   return image.substr(comma + 1);

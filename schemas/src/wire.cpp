@@ -4,254 +4,209 @@
 
 #include <array>
 #include <cstdint>
-#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "dispatch/common/strings.hpp"
 #include "dispatch/protocol/codec.hpp"
+#include "msgpack_format.hpp"
 
 namespace dispatch::protocol {
 namespace {
+
+using detail::Family;
+using detail::Head;
+using detail::kTypeBytes;
 
 DecodeError malformed(std::string message) {
   return DecodeError{DecodeError::Code::malformed, std::move(message)};
 }
 
-uint64_t read_be(const unsigned char* p, std::size_t width) noexcept {
-  uint64_t value = 0;
-  for (std::size_t i = 0; i < width; ++i) value = (value << 8) | p[i];
-  return value;
-}
-
-// Printable, bounded rendering of peer-supplied bytes for an error message.
-std::string printable(std::string_view bytes, std::size_t max = 32) {
-  std::string out;
-  for (std::size_t i = 0; i < bytes.size() && i < max; ++i) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    out.push_back(c >= 0x20 && c < 0x7F ? static_cast<char>(c) : '?');
+// Per family, what a str / bin / ext / array / map may declare and how errors name it.
+struct LengthRule {
+  const char* name;
+  std::size_t limit;
+};
+constexpr LengthRule length_rule(Family family) {
+  switch (family) {
+    case Family::str:
+      return {"str", Limits::max_str};
+    case Family::bin:
+      return {"bin", Limits::max_bin};
+    case Family::ext:
+      return {"ext", Limits::max_ext};
+    case Family::array:
+      return {"array", Limits::max_array};
+    case Family::map:
+      return {"map", Limits::max_map};
+    default:
+      return {"value", SIZE_MAX};
   }
-  if (bytes.size() > max) out += "...";
-  return out;
 }
 
-enum class Kind : uint8_t { scalar, str, bin, ext, array, map };
+// What the pre-scan found wrong, for the error message (built only then, off the hot path).
+enum class Problem : uint8_t {
+  reserved_byte,   // 0xc1
+  value_expected,  // the input ended where a value should start
+  length_cut,      // the input ended inside a length field
+  number_cut,      // ... inside an int or float (need = its bytes)
+  over_limit,      // a declared length / count over Limits (need = it)
+  body_cut,        // a str / bin / ext body longer than what remains (need = its bytes)
+  too_deep,        // a container inside max_depth others
+  items_cut,       // a container declaring more items than bytes remain (need = its count)
+  pending_cut,     // all declared values together cannot fit (need = how many)
+};
+
+// A problem and the numbers its message quotes.
+struct Finding {
+  Problem problem = Problem::value_expected;
+  Family family = Family::nil;
+  std::size_t at = 0;         // offset of the value's type byte
+  uint64_t need = 0;          // see Problem
+  std::size_t remaining = 0;  // bytes left after the value's head
+};
+
+[[gnu::cold]] DecodeError describe(const Finding& finding) {
+  const auto [problem, family, at, need, remaining] = finding;
+  const std::string where = " at byte " + std::to_string(at);
+  const std::string what = length_rule(family).name;
+  const std::string limit = std::to_string(length_rule(family).limit);
+  const std::string n = std::to_string(need);
+  const std::string left = std::to_string(remaining);
+  switch (problem) {
+    case Problem::reserved_byte:
+      return malformed("reserved byte 0xc1" + where);
+    case Problem::value_expected:
+      return malformed("truncated: value expected" + where);
+    case Problem::length_cut:
+      return malformed("truncated: length field" + where);
+    case Problem::number_cut:
+    case Problem::body_cut:
+      return malformed(what + where + " needs " + n + " bytes, " + left + " remain");
+    case Problem::over_limit: {
+      const bool counted = family == Family::array || family == Family::map;
+      return malformed(
+          what + where +
+          (counted ? " declares " + n + " entries, limit " : " is " + n + " bytes, limit ") +
+          limit);
+    }
+    case Problem::too_deep:
+      return malformed("nesting deeper than " + std::to_string(Limits::max_depth) + where);
+    case Problem::items_cut:
+      return malformed(what + where + " declares " + n + " entries but only " + left +
+                       " bytes remain");
+    case Problem::pending_cut:
+      return malformed("truncated: " + n + " declared values cannot fit in the " + left +
+                       " bytes after byte " + std::to_string(at));
+  }
+  return malformed("undecodable" + where);
+}
+
+// The structural pre-scan of one msgpack value: a cursor over the bytes and, for each open
+// container, how many of its items have yet to start (a map counts keys and values).
+class Scanner {
+ public:
+  using OpenContainers = std::array<uint32_t, Limits::max_depth>;
+
+  Scanner(std::string_view bytes, OpenContainers& open)
+      : p_(reinterpret_cast<const unsigned char*>(bytes.data())), n_(bytes.size()), open_(open) {}
+
+  std::optional<DecodeError> run() {
+    do {
+      if (!step()) return describe(finding_);
+      // Close every container whose last item has now completed.
+      while (depth_ > 0 && open_[depth_ - 1] == 0) --depth_;
+    } while (depth_ > 0);
+    if (pos_ != n_) return malformed(std::to_string(n_ - pos_) + " trailing bytes after the value");
+    return std::nullopt;
+  }
+
+ private:
+  // The scan stops at the first problem: step() and its helpers note it and return false, and
+  // run() words the message (off the hot path, so the cursor can stay in registers).
+  bool fail(Problem problem, Family family, std::size_t at, uint64_t need = 0) {
+    finding_ = {problem, family, at, need, n_ - pos_};
+    return false;
+  }
+
+  // One value: its head, then its body (str / bin / ext) or its container bookkeeping.
+  bool step() {
+    const std::size_t at = pos_;
+    if (at >= n_) return fail(Problem::value_expected, Family::nil, at);
+    const detail::TypeByte& type = kTypeBytes[p_[at]];
+    if (depth_ > 0) --open_[depth_ - 1];
+    --pending_;
+    if (type.family == Family::reserved) return fail(Problem::reserved_byte, type.family, at);
+    pos_ = at + 1;
+    if (type.width > n_ - pos_) {
+      const bool length = detail::has_length(type.family);
+      return fail(length ? Problem::length_cut : Problem::number_cut, type.family, at, type.width);
+    }
+    if (!detail::has_length(type.family)) {
+      pos_ += type.width;  // nil, bool, int, float: the head was all of it
+      return true;
+    }
+    const uint64_t length =
+        type.width == 0 ? type.inline_value : detail::read_be(p_ + pos_, type.width);
+    pos_ += type.width;
+    const Head head{type.family, length};
+    if (type.family == Family::array || type.family == Family::map) {
+      return open_container(head, at);
+    }
+    return skip_body(head, at);
+  }
+
+  bool skip_body(const Head& head, std::size_t at) {
+    if (head.value > length_rule(head.family).limit) {
+      return fail(Problem::over_limit, head.family, at, head.value);
+    }
+    const bool ext = head.family == Family::ext;
+    const uint64_t body = head.value + (ext ? 1 : 0);  // ext: its type byte, then the data
+    if (body > n_ - pos_) return fail(Problem::body_cut, head.family, at, body);
+    pos_ += static_cast<std::size_t>(body);
+    return true;
+  }
+
+  bool open_container(const Head& head, std::size_t at) {
+    if (head.value > length_rule(head.family).limit) {
+      return fail(Problem::over_limit, head.family, at, head.value);
+    }
+    if (depth_ >= Limits::max_depth) return fail(Problem::too_deep, head.family, at);
+    const std::size_t remaining = n_ - pos_;
+    const uint64_t items = head.family == Family::map ? 2 * head.value : head.value;
+    if (items > remaining) return fail(Problem::items_cut, head.family, at, head.value);
+    // Every declared value needs at least one byte, so more of them than bytes left proves the
+    // input cannot be complete: that is what rejects a 5-byte message declaring 4 billion
+    // elements before anything is allocated.
+    pending_ += items;
+    if (pending_ > remaining) return fail(Problem::pending_cut, head.family, at, pending_);
+    if (items > 0) open_[depth_++] = static_cast<uint32_t>(items);
+    return true;
+  }
+
+  const unsigned char* p_;
+  std::size_t n_;
+  std::size_t pos_ = 0;
+  // Items still to start per open container (at most 2 * max_map or max_array: 32 bits hold
+  // them). An array indexed at run time must live in memory; kept outside this object, it lets
+  // the compiler keep the cursor and the counters in registers.
+  OpenContainers& open_;
+  std::size_t depth_ = 0;
+  uint64_t pending_ = 1;  // values declared but not yet started, over all open containers
+  Finding finding_;
+};
 
 }  // namespace
 
 std::optional<DecodeError> validate_msgpack(std::string_view bytes) {
-  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  const std::size_t n = bytes.size();
-  if (n == 0) return malformed("empty message");
-  if (n > Limits::max_message_bytes) {
-    return malformed("message of " + std::to_string(n) + " bytes exceeds the limit of " +
+  if (bytes.empty()) return malformed("empty message");
+  if (bytes.size() > Limits::max_message_bytes) {
+    return malformed("message of " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
                      std::to_string(Limits::max_message_bytes));
   }
-
-  // Items still to start in each open container (a map counts keys and values).
-  std::array<uint64_t, Limits::max_depth> open{};
-  std::size_t depth = 0;
-  // Values declared but not yet started, over all open containers. Each needs at least one byte,
-  // so pending > remaining bytes proves the input cannot be complete: that is what rejects a
-  // 5-byte message declaring 4 billion elements before anything is allocated.
-  uint64_t pending = 1;
-  std::size_t pos = 0;
-
-  while (true) {
-    if (pos >= n) return malformed("truncated: value expected at byte " + std::to_string(pos));
-    const std::size_t at = pos;
-    const unsigned char b = p[pos++];
-    if (depth > 0) --open[depth - 1];
-    --pending;
-
-    Kind kind = Kind::scalar;
-    uint64_t size = 0;      // payload bytes (scalar/str/bin/ext) or element count
-    std::size_t width = 0;  // bytes of the length field
-    if (b <= 0x7F || b >= 0xE0) {
-      // positive / negative fixint
-    } else if (b <= 0x8F) {
-      kind = Kind::map;
-      size = b & 0x0Fu;
-    } else if (b <= 0x9F) {
-      kind = Kind::array;
-      size = b & 0x0Fu;
-    } else if (b <= 0xBF) {
-      kind = Kind::str;
-      size = b & 0x1Fu;
-    } else {
-      switch (b) {
-        case 0xC0:
-        case 0xC2:
-        case 0xC3:
-          break;  // nil, false, true
-        case 0xC1:
-          return malformed("reserved byte 0xc1 at byte " + std::to_string(at));
-        case 0xC4:
-          kind = Kind::bin;
-          width = 1;
-          break;
-        case 0xC5:
-          kind = Kind::bin;
-          width = 2;
-          break;
-        case 0xC6:
-          kind = Kind::bin;
-          width = 4;
-          break;
-        case 0xC7:
-          kind = Kind::ext;
-          width = 1;
-          break;
-        case 0xC8:
-          kind = Kind::ext;
-          width = 2;
-          break;
-        case 0xC9:
-          kind = Kind::ext;
-          width = 4;
-          break;
-        case 0xCA:
-          size = 4;
-          break;  // float32
-        case 0xCB:
-          size = 8;
-          break;  // float64
-        case 0xCC:
-        case 0xD0:
-          size = 1;
-          break;  // (u)int8
-        case 0xCD:
-        case 0xD1:
-          size = 2;
-          break;  // (u)int16
-        case 0xCE:
-        case 0xD2:
-          size = 4;
-          break;  // (u)int32
-        case 0xCF:
-        case 0xD3:
-          size = 8;
-          break;  // (u)int64
-        case 0xD4:
-          kind = Kind::ext;
-          size = 1;
-          break;  // fixext 1
-        case 0xD5:
-          kind = Kind::ext;
-          size = 2;
-          break;
-        case 0xD6:
-          kind = Kind::ext;
-          size = 4;
-          break;
-        case 0xD7:
-          kind = Kind::ext;
-          size = 8;
-          break;
-        case 0xD8:
-          kind = Kind::ext;
-          size = 16;
-          break;
-        case 0xD9:
-          kind = Kind::str;
-          width = 1;
-          break;
-        case 0xDA:
-          kind = Kind::str;
-          width = 2;
-          break;
-        case 0xDB:
-          kind = Kind::str;
-          width = 4;
-          break;
-        case 0xDC:
-          kind = Kind::array;
-          width = 2;
-          break;
-        case 0xDD:
-          kind = Kind::array;
-          width = 4;
-          break;
-        case 0xDE:
-          kind = Kind::map;
-          width = 2;
-          break;
-        case 0xDF:
-          kind = Kind::map;
-          width = 4;
-          break;
-        default:
-          return malformed("unknown type byte at byte " + std::to_string(at));
-      }
-    }
-    if (width > 0) {
-      if (width > n - pos) {
-        return malformed("truncated: length field at byte " + std::to_string(at));
-      }
-      size = read_be(p + pos, width);
-      pos += width;
-    }
-    const std::size_t remaining = n - pos;
-
-    switch (kind) {
-      case Kind::scalar:
-      case Kind::str:
-      case Kind::bin:
-      case Kind::ext: {
-        std::size_t limit = SIZE_MAX;
-        const char* what = "value";
-        if (kind == Kind::str) limit = Limits::max_str, what = "str";
-        if (kind == Kind::bin) limit = Limits::max_bin, what = "bin";
-        if (kind == Kind::ext) limit = Limits::max_ext, what = "ext";
-        if (size > limit) {
-          return malformed(std::string(what) + " at byte " + std::to_string(at) + " is " +
-                           std::to_string(size) + " bytes, limit " + std::to_string(limit));
-        }
-        const uint64_t body = size + (kind == Kind::ext ? 1 : 0);  // ext: type byte
-        if (body > remaining) {
-          return malformed(std::string(what) + " at byte " + std::to_string(at) + " needs " +
-                           std::to_string(body) + " bytes, " + std::to_string(remaining) +
-                           " remain");
-        }
-        pos += static_cast<std::size_t>(body);
-        break;
-      }
-      case Kind::array:
-      case Kind::map: {
-        const bool is_map = kind == Kind::map;
-        const char* what = is_map ? "map" : "array";
-        const std::size_t limit = is_map ? Limits::max_map : Limits::max_array;
-        if (size > limit) {
-          return malformed(std::string(what) + " at byte " + std::to_string(at) + " declares " +
-                           std::to_string(size) + " entries, limit " + std::to_string(limit));
-        }
-        if (depth >= Limits::max_depth) {
-          return malformed("nesting deeper than " + std::to_string(Limits::max_depth) +
-                           " at byte " + std::to_string(at));
-        }
-        const uint64_t items = is_map ? 2 * size : size;
-        if (items > remaining) {
-          return malformed(std::string(what) + " at byte " + std::to_string(at) + " declares " +
-                           std::to_string(size) + " entries but only " + std::to_string(remaining) +
-                           " bytes remain");
-        }
-        pending += items;
-        if (pending > remaining) {
-          return malformed("truncated: " + std::to_string(pending) +
-                           " declared values cannot fit in the " + std::to_string(remaining) +
-                           " bytes after byte " + std::to_string(at));
-        }
-        if (items > 0) open[depth++] = items;
-        break;
-      }
-    }
-    // Close every container whose last item has now completed.
-    while (depth > 0 && open[depth - 1] == 0) --depth;
-    if (depth == 0) break;
-  }
-  if (pos != n) {
-    return malformed(std::to_string(n - pos) + " trailing bytes after the value");
-  }
-  return std::nullopt;
+  Scanner::OpenContainers open{};
+  return Scanner(bytes, open).run();
 }
 
 Decoded<FrameView> parse_frames(std::span<const std::string_view> frames) {

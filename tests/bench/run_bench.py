@@ -468,6 +468,136 @@ class Bench:
                                     "rows": rows}
 
     # ------------------------------------------------------------------------------------------
+    # Part 6 (issue 14): the HTTP gateway beside direct calls and Portkey, in one run
+
+    def start_gateway(self, broker, max_connections=None):
+        """dispatch-gateway in front of `broker`, without keys (loopback), its default threads
+        (one per core); ready once /readyz says the broker answered and a worker is registered."""
+        argv = [self.binary("dispatch-gateway"), "--listen", "127.0.0.1:0",
+                "--broker", broker.frontend]
+        if max_connections:
+            config = os.path.join(self.out, f"gateway-{max_connections}.yaml")
+            with open(config, "w") as f:
+                f.write(f"limits:\n  max_connections: {max_connections}\n")
+            argv += ["--config", config]
+        child = Child("gateway", argv, self.log_path("gateway"), first_line=True)
+        line = child.read_first_line()
+        match = re.search(r"listening (http://\S+)", line)
+        if not match:
+            raise RuntimeError(f"unexpected gateway banner: {line!r}")
+        child.base = match.group(1)
+        child.url = f"{child.base}/v1/chat/completions"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{child.base}/readyz", timeout=2).read()
+                return child
+            except OSError as e:  # HTTPError 503 while no worker is registered
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway not ready within 20 s: {e}")
+                if not child.alive():
+                    raise RuntimeError("gateway exited; see its log")
+                time.sleep(0.1)
+
+    def part_gateway(self):
+        args = self.args
+        if shutil.which("node") is None:
+            raise RuntimeError("node is not installed: the gateway part runs Portkey beside it")
+        self.stage = "gateway"
+        fake = self.start_fake()
+        # One gateway is one client of the broker: its per-client buffer bounds all the
+        # gateway's requests together (README), so it is raised as for part 3.
+        broker = self.start_broker(["--client-buffer", "40000"])
+        workers = self.start_workers(broker, fake, 1, 1000)
+        gateway = self.start_gateway(broker)
+        peer = self.start_peer(fake)
+        models = {False: args.model_plain, True: args.model_stream}
+        targets = ["direct", "gateway", "peer"]
+        runs = []
+        rows = []
+
+        def target_for(name, model):
+            if name == "direct":
+                return self.http_target(f"{fake.base}/v1/chat/completions", model), {"fake": fake}
+            if name == "gateway":
+                # The gateway's model is `provider/model`: the worker's provider `openai`.
+                return (self.http_target(gateway.url, f"openai/{model}"),
+                        {"fake": fake, "gateway": gateway, "broker": broker, "worker": workers[0]})
+            if name == "dispatch":
+                return (self.dispatch_target(broker, model) + ["--clients", str(args.sat_clients)],
+                        {"fake": fake, "broker": broker, "worker": workers[0]})
+            return self.http_target(peer.url, model, peer.headers), {"fake": fake, "peer": peer}
+
+        try:
+            # Added latency at fixed rates, interleaved within each repetition.
+            for stream in (False, True):
+                model = models[stream]
+                for rate in args.rates:
+                    for rep in range(args.gateway_reps):
+                        for name in targets:
+                            target, watch = target_for(name, model)
+                            load = ["--rate", str(rate), "--duration-s", str(args.duration_s),
+                                    "--warmup-s", str(args.warmup_s), "--timeout-ms", "10000",
+                                    "--drain-ms", "15000", "--max-in-flight", "4000"]
+                            if stream:
+                                load.append("--stream")
+                            label = f"gateway-{'stream' if stream else 'plain'}-{rate}-{name}-r{rep}"
+                            result = self.loadgen(label, target, load, watch,
+                                                  timeout_s=args.duration_s + args.warmup_s + 120)
+                            runs.append({"stream": stream, "rate": rate, "rep": rep,
+                                         "target": name, "result": result})
+            # Maximum throughput, closed loop, instant provider.
+            plans = [("direct", c) for c in args.sat_http_concurrency]
+            plans += [("gateway", c) for c in args.gateway_sat_concurrency]
+            plans += [("dispatch", c) for c in args.gateway_sat_concurrency]
+            plans += [("peer", c) for c in args.peer_concurrency]
+            for name, concurrency in plans:
+                target, watch = target_for(name, args.model_instant)
+                jobs = args.peer_jobs if name == "peer" else args.sat_jobs
+                load = ["--concurrency", str(concurrency), "--jobs", str(jobs),
+                        "--warmup", str(max(concurrency * 4, jobs // 10)), "--timeout-ms", "30000"]
+                reps = [self.loadgen(f"gateway-max-{name}-c{concurrency}-r{rep}", target, load,
+                                     watch, timeout_s=600)
+                        for rep in range(args.gateway_reps)]
+                rows.append(summarize_saturation(name, concurrency, reps))
+        finally:
+            for child in [peer, gateway] + workers + [broker, fake]:
+                child.stop()
+        overhead = summarize_overhead(runs, args, reps_wanted=args.gateway_reps)
+        streams = [self.gateway_streams(level) for level in args.gateway_stream_levels]
+        self.summary["gateway"] = {"overhead": overhead,
+                                   "saturation": {"model": args.model_instant, "rows": rows},
+                                   "streams": {"model": args.model_slow_stream, "rows": streams}}
+
+    def gateway_streams(self, level):
+        """`level` slow SSE streams at once through one gateway (fresh processes), as part 3
+        does on one worker: how many succeed and what each costs the gateway in memory."""
+        args = self.args
+        self.stage = f"gateway-streams-{level}"
+        fake = self.start_fake()
+        broker = self.start_broker(["--client-buffer", str(max(10000, level * 4))])
+        workers = self.start_workers(broker, fake, 1, level + 100)
+        # The default limit (10,000 connections) would refuse the readiness probe's neighbours.
+        gateway = self.start_gateway(broker, max_connections=level + 2000)
+        try:
+            time.sleep(0.5)  # idle RSS baseline after start-up settles
+            idle = {"gateway": rss_kb(gateway.pid), "broker": rss_kb(broker.pid),
+                    "worker": rss_kb(workers[0].pid), "fake": rss_kb(fake.pid)}
+            load = ["--concurrency", str(level), "--jobs", str(level), "--stream",
+                    "--timeout-ms", "60000", "--drain-ms", "90000", "--sample-ms", "50"]
+            result = self.loadgen(f"gateway-streams-{level}",
+                                  self.http_target(gateway.url, f"openai/{args.model_slow_stream}"),
+                                  load, {"gateway": gateway, "broker": broker,
+                                         "worker": workers[0], "fake": fake},
+                                  timeout_s=300)
+            stats = http_get_json(f"{fake.base}/_fake/stats")
+            hwm = {"gateway": hwm_kb(gateway.pid)}
+            return summarize_gateway_streams(level, result, idle, hwm, stats)
+        finally:
+            for child in [gateway] + workers + [broker, fake]:
+                child.stop()
+
+    # ------------------------------------------------------------------------------------------
     # Other engineers' benchmarks, included as they print
 
     def part_fake_capacity(self):
@@ -528,13 +658,16 @@ def hwm_kb(pid):
 PCTS = ("p50", "p90", "p99")
 
 
-def summarize_overhead(runs, args):
+TARGET_ORDER = ["direct", "dispatch", "gateway", "peer"]
+
+
+def summarize_overhead(runs, args, reps_wanted=None):
     cells = []
     keys = sorted({(r["stream"], r["rate"]) for r in runs})
     for stream, rate in keys:
         group = [r for r in runs if r["stream"] == stream and r["rate"] == rate]
         reps = sorted({r["rep"] for r in group})
-        targets = sorted({r["target"] for r in group}, key=["direct", "dispatch", "peer"].index)
+        targets = sorted({r["target"] for r in group}, key=TARGET_ORDER.index)
         metrics = ["latency_ms", "ttfc_ms"] if stream else ["latency_ms"]
         cell = {"stream": stream, "rate": rate, "reps": len(reps), "targets": {}, "added": {}}
         for target in targets:
@@ -568,7 +701,7 @@ def summarize_overhead(runs, args):
             cell["added"][target] = added
         cells.append(cell)
     return {"model_plain": args.model_plain, "model_stream": args.model_stream,
-            "duration_s": args.duration_s, "reps": args.overhead_reps, "cells": cells}
+            "duration_s": args.duration_s, "reps": reps_wanted or args.overhead_reps, "cells": cells}
 
 
 def merge_errors(dicts):
@@ -627,6 +760,32 @@ def summarize_concurrency(level, result, idle, hwm, stats):
         row[name] = {"rss_idle_kb": base, "rss_peak_kb": peak, "hwm_kb": hwm.get(name),
                      "in_flight": in_flight[name],
                      "kb_per_stream": (peak - base) / in_flight[name] if in_flight[name] else None,
+                     "cpu_s": p.get("cpu_s"), "cpu_cores": p.get("cpu_cores")}
+    return row
+
+
+def summarize_gateway_streams(level, result, idle, hwm, stats):
+    procs = result["processes"]["processes"]
+    peak_open = result["peaks"]["in_flight"]
+    row = {"streams": level, "success_rate": result["results"]["success_rate"],
+           "errors": result["results"]["errors"],
+           "peak_open_at_client": peak_open,
+           "peak_streaming_at_client": result["peaks"]["streaming"],
+           "peak_active_streams_at_provider": stats.get("peak_active_streams"),
+           "ttfc_ms": {p: result["results"]["ttfc_ms"][p] for p in PCTS + ("max",)},
+           "ttlc_ms": {p: result["results"]["latency_ms"][p] for p in PCTS + ("max",)},
+           "window_s": result["results"]["window_s"],
+           "load_avg": result["processes"]["load_avg_1m_start"]}
+    # The gateway holds one HTTP connection per request open at the client; the broker holds
+    # every submitted job; the worker the streams open at the provider.
+    held = {"gateway": peak_open, "broker": level,
+            "worker": stats.get("peak_active_streams") or level}
+    for name in ("gateway", "broker", "worker", "fake"):
+        p = procs.get(name, {})
+        base = idle.get(name) or p.get("rss_start_kb") or 0
+        peak = max(p.get("rss_peak_kb") or 0, hwm.get(name) or 0)
+        row[name] = {"rss_idle_kb": base, "rss_peak_kb": peak, "in_flight": held.get(name),
+                     "kb_per_stream": (peak - base) / held[name] if held.get(name) else None,
                      "cpu_s": p.get("cpu_s"), "cpu_cores": p.get("cpu_cores")}
     return row
 
@@ -801,6 +960,166 @@ def md_peer(summary):
     return "\n".join(out)
 
 
+def ratio_lower(ours, theirs):
+    """How many times lower our added latency is than the peer's (None when unknown; an added
+    latency at or below zero is infinitely lower)."""
+    if ours is None or theirs is None:
+        return None
+    return float("inf") if ours <= 0 else theirs / ours
+
+
+def fmt_ratio(value):
+    if value is None:
+        return "–"
+    return "∞" if value == float("inf") else f"{value:.1f}"
+
+
+def gateway_goal_rows(g):
+    """The issue's goals against this run's figures: (goal, figure, met) — a benchmark verdict,
+    never a test assertion."""
+    rows = []
+    ov = g.get("overhead", {})
+    cells = {(c["stream"], c["rate"]): c for c in ov.get("cells", [])}
+
+    def added(stream, rate, metric, p, who="gateway"):
+        c = cells.get((stream, rate))
+        return c and c["added"].get(who, {}).get(metric, {}).get(p)
+
+    at = 1000
+    for p, limit in (("p50", 0.6), ("p99", 2.0)):
+        plain, ttfc = added(False, at, "latency_ms", p), added(True, at, "ttfc_ms", p)
+        if plain is not None or ttfc is not None:
+            met = all(v is not None and v <= limit for v in (plain, ttfc))
+            rows.append((f"added {p} ≤ {limit:g} ms at {at:,} req/s",
+                         f"non-stream {fmt(plain, 3)} ms, stream first chunk {fmt(ttfc, 3)} ms", met))
+    for p, goal in (("p50", 3), ("p99", 10)):
+        ratios = []
+        for (stream, rate), c in sorted(cells.items()):
+            if "peer" not in c["added"]:
+                continue
+            metric = "ttfc_ms" if stream else "latency_ms"
+            r = ratio_lower(added(stream, rate, metric, p), added(stream, rate, metric, p, "peer"))
+            ratios.append((r, f"{'stream' if stream else 'non-stream'} {rate}/s"))
+        if ratios:
+            known = [r for r in ratios if r[0] is not None]
+            worst = min(known, key=lambda r: r[0]) if known else (None, "–")
+            rows.append((f"≥ {goal}× lower added {p} than Portkey at every rate",
+                         f"lowest {fmt_ratio(worst[0])}× ({worst[1]})",
+                         bool(known) and len(known) == len(ratios) and worst[0] >= goal))
+    best = gateway_best_throughput(g)
+    if "gateway" in best and "peer" in best:
+        x = best["gateway"]["jobs_per_s"] / best["peer"]["jobs_per_s"]
+        rows.append(("max throughput ≥ 10× Portkey's",
+                     f"{best['gateway']['jobs_per_s']:.0f} vs {best['peer']['jobs_per_s']:.0f} req/s = {x:.1f}×",
+                     x >= 10))
+    if "gateway" in best and "dispatch" in best:
+        share = best["gateway"]["jobs_per_s"] / best["dispatch"]["jobs_per_s"]
+        rows.append(("max throughput ≥ 60 % of the C++-client path's",
+                     f"{best['gateway']['jobs_per_s']:.0f} vs {best['dispatch']['jobs_per_s']:.0f} jobs/s = {share * 100:.1f} %",
+                     share >= 0.6))
+    for r in g.get("streams", {}).get("rows", []):
+        kb = r["gateway"]["kb_per_stream"]
+        rows.append((f"{r['streams']:,} concurrent slow streams: 100 % success, < 20 KB each in the gateway",
+                     f"{pct(r['success_rate'])}, {fmt(kb, 1)} KB per stream",
+                     r["success_rate"] >= 1.0 and kb is not None and kb < 20))
+    return rows
+
+
+def gateway_best_throughput(g):
+    best = {}
+    for r in g.get("saturation", {}).get("rows", []):
+        if r["target"] not in best or r["jobs_per_s"] > best[r["target"]]["jobs_per_s"]:
+            best[r["target"]] = r
+    return best
+
+
+def md_gateway(g):
+    out = []
+    ov = g.get("overhead")
+    if ov:
+        out.append("Added latency over the direct call (ms): per repetition, the path's percentile "
+                   "minus the direct call's in the same repetition, then the median over the "
+                   f"{ov['reps']} repetitions; × lower = Portkey's added latency / the gateway's "
+                   "(goals: ≥ 3× at p50, ≥ 10× at p99). Streams: first content chunk (TTFC) and "
+                   "last (TTLC).")
+        out.append("")
+        out.append("| mode | rate/s | metric | gateway p50 / p90 / p99 | Portkey p50 / p90 / p99 | × lower p50 / p90 / p99 | success gateway · Portkey |")
+        out.append("|---|---|---|---|---|---|---|")
+        for c in ov["cells"]:
+            for metric in (["ttfc_ms", "latency_ms"] if c["stream"] else ["latency_ms"]):
+                ours = c["added"].get("gateway", {}).get(metric)
+                theirs = c["added"].get("peer", {}).get(metric)
+                if not ours:
+                    continue
+                label = {"ttfc_ms": "TTFC", "latency_ms": "TTLC" if c["stream"] else "latency"}[metric]
+                triple = lambda d: " / ".join(fmt(d[p], 3) for p in PCTS) if d else "–"
+                ratios = " / ".join(fmt_ratio(ratio_lower(ours[p], theirs[p] if theirs else None))
+                                    for p in PCTS)
+                succ = " · ".join(pct(c["targets"][t]["min_success_rate"]) if t in c["targets"] else "–"
+                                  for t in ("gateway", "peer"))
+                out.append(f"| {'stream' if c['stream'] else 'plain'} | {c['rate']} | {label} | "
+                           f"**{triple(ours)}** | {triple(theirs)} | {ratios} | {succ} |")
+        out.append("")
+        out.append("Each path's own latency in the same runs:")
+        out.append("")
+        out.append(md_overhead(ov).rstrip())
+        out.append("")
+    sat = g.get("saturation")
+    if sat and sat["rows"]:
+        out.append(f"Maximum throughput: instant provider `{sat['model']}`, closed loop; req/s is "
+                   "the median of the runs; CPU is µs per request (user+system, all threads) and "
+                   "cores busy. `dispatch` is the C++ client library straight to the broker, "
+                   "`gateway` the same broker and worker behind dispatch-gateway.")
+        out.append("")
+        names = ("loadgen", "gateway", "broker", "worker", "fake", "peer")
+        out.append("| path | in flight | req/s (runs) | success | p50 / p99 ms | CPU µs/req: "
+                   + " · ".join(names) + " | cores busy: " + " · ".join(names) + " | max load |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in sat["rows"]:
+            p = r["processes"]
+            cpu = " · ".join(fmt(p.get(n, {}).get("cpu_us_per_job"), 1) for n in names)
+            cores = " · ".join(fmt(p.get(n, {}).get("cpu_cores"), 2) for n in names)
+            runs = ", ".join(f"{v:.0f}" for v in r["runs_jobs_per_s"])
+            out.append(f"| {r['target']} | {r['concurrency']} | **{r['jobs_per_s']:.0f}** ({runs}) | "
+                       f"{pct(r['success_rate'])} | {fmt(r['latency_ms']['p50'])} / {fmt(r['latency_ms']['p99'])} | "
+                       f"{cpu} | {cores} | {fmt(r['load_avg'], 1)} |")
+        out.append("")
+    streams = g.get("streams")
+    if streams and streams["rows"]:
+        out.append(f"Concurrent slow streams through one gateway: provider `{streams['model']}` "
+                   "(20 chunks over ~2 s), every request sent at once on its own HTTP connection "
+                   "(libcurl multi), one broker, one worker with --concurrency streams+100, the "
+                   "gateway's `limits.max_connections` streams+2000; fresh processes per level. "
+                   "KB per stream = (peak RSS − idle RSS) / what the process held at its peak: the "
+                   "gateway the connections open at once, the broker every job, the worker the "
+                   "provider's peak of active streams.")
+        out.append("")
+        out.append("| streams | success | open at once (client) / streaming at provider | TTFC p50/p99 ms | TTLC p50/p99/max ms | gateway RSS idle → peak MB | KB per stream: gateway · broker · worker | CPU s: gateway · broker · worker · fake | max load |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in streams["rows"]:
+            gw, b, w = r["gateway"], r["broker"], r["worker"]
+            out.append(
+                f"| {r['streams']} | {pct(r['success_rate'])} | {r['peak_open_at_client']} / "
+                f"{r['peak_active_streams_at_provider']} | {fmt(r['ttfc_ms']['p50'], 0)} / {fmt(r['ttfc_ms']['p99'], 0)} | "
+                f"{fmt(r['ttlc_ms']['p50'], 0)} / {fmt(r['ttlc_ms']['p99'], 0)} / {fmt(r['ttlc_ms']['max'], 0)} | "
+                f"{gw['rss_idle_kb'] / 1024:.1f} → {gw['rss_peak_kb'] / 1024:.1f} | "
+                f"**{fmt(gw['kb_per_stream'], 1)}** · {fmt(b['kb_per_stream'], 1)} · {fmt(w['kb_per_stream'], 1)} | "
+                f"{fmt(gw['cpu_s'], 1)} · {fmt(b['cpu_s'], 1)} · {fmt(w['cpu_s'], 1)} · {fmt(r['fake']['cpu_s'], 1)} | "
+                f"{fmt(r['load_avg'], 1)} |")
+            if r["errors"]:
+                out.append(f"|  | errors: {json.dumps(r['errors'])} ||||||||")
+        out.append("")
+    goals = gateway_goal_rows(g)
+    if goals:
+        out.append("The issue's goals against this run (benchmark targets, never test assertions):")
+        out.append("")
+        out.append("| goal | this run | verdict |")
+        out.append("|---|---|---|")
+        for goal, figure, met in goals:
+            out.append(f"| {goal} | {figure} | {'met' if met else '**missed**'} |")
+    return "\n".join(out).rstrip()
+
+
 def md_text_block(entry, tool):
     command = entry["command"]
     if not command.startswith(tool):
@@ -843,6 +1162,7 @@ SECTIONS = [
     ("concurrency", "3. Concurrency and memory: slow streams on one worker"),
     ("scaleout", "4. Scale-out: 1, 2 and 4 workers"),
     ("peer", "5. A peer side by side: Portkey AI gateway"),
+    ("gateway", "6. The HTTP gateway beside Portkey (issue 14)"),
 ]
 
 
@@ -858,7 +1178,7 @@ def render_sections(summary, header):
         if key not in summary:
             continue
         body = {"overhead": md_overhead, "saturation": md_saturation, "concurrency": md_concurrency,
-                "scaleout": md_scaleout,
+                "scaleout": md_scaleout, "gateway": md_gateway,
                 "fake_capacity": lambda e: md_text_block(e, "fake_provider_load"),
                 "worker_stream": lambda e: md_text_block(e, "worker_stream_bench")}[key](summary[key])
         rendered[key] = header + body
@@ -886,7 +1206,7 @@ def update_markdown(path, rendered):
 
 
 PART_NAMES = {"1": "overhead", "2": "saturation", "3": "concurrency", "4": "scaleout", "5": "peer",
-              "overhead": "overhead", "saturation": "saturation", "concurrency": "concurrency",
+              "6": "gateway", "gateway": "gateway", "overhead": "overhead", "saturation": "saturation", "concurrency": "concurrency",
               "scaleout": "scaleout", "peer": "peer", "fake": "fake", "worker-stream": "worker-stream"}
 
 
@@ -911,9 +1231,10 @@ def raise_priority(nice):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", default="fake,worker-stream,1,2,3,4,5",
+    p.add_argument("--parts", default="fake,worker-stream,1,2,3,4,5,6",
                    help="comma list of: 1|overhead 2|saturation 3|concurrency 4|scaleout "
-                        "5|peer (Portkey inside parts 1 and 2) fake worker-stream")
+                        "5|peer (Portkey inside parts 1 and 2) 6|gateway (dispatch-gateway beside "
+                        "direct calls, the client library and Portkey) fake worker-stream")
     p.add_argument("--quick", action="store_true", help="one short run per cell (a smoke run)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build-release"))
     p.add_argument("--peer-dir", default=os.path.join(ROOT, ".bench-node"))
@@ -944,6 +1265,8 @@ def parse_args(argv):
                         "figures (default -20 as root)")
     p.add_argument("--stream-levels", default=None)
     p.add_argument("--worker-counts", default="1,2,4")
+    p.add_argument("--gateway-stream-levels", default=None,
+                   help="part 6: concurrent slow streams through one gateway (default 10000)")
     args = p.parse_args(argv)
     parts = set()
     for name in args.parts.split(","):
@@ -958,6 +1281,7 @@ def parse_args(argv):
     # Latency percentiles of one 10 s run move with the background load: part 1 gets more
     # repetitions than the throughput parts unless --reps says otherwise.
     args.overhead_reps = args.reps or (1 if q else 5)
+    args.gateway_reps = args.reps or (1 if q else 3)
     args.reps = args.reps or (1 if q else 3)
     args.duration_s = args.duration_s or (3 if q else 10)
     args.warmup_s = 1 if q else 2
@@ -975,6 +1299,9 @@ def parse_args(argv):
     args.peer_concurrency = [64] if q else [16, 64]
     args.stream_levels = [int(x) for x in (args.stream_levels or "1000,5000,10000").split(",")]
     args.worker_counts = [int(x) for x in args.worker_counts.split(",")]
+    args.gateway_stream_levels = [int(x) for x in (args.gateway_stream_levels
+                                                   or ("1000" if q else "10000")).split(",")]
+    args.gateway_sat_concurrency = [64] if q else [64, 256]
     args.scale_latency_ms = 50
     args.scale_worker_concurrency = 20
     args.scale_duration_s = 4 if q else 10
@@ -1044,6 +1371,8 @@ def main(argv):
             bench.part_concurrency()
         if "scaleout" in args.part_set:
             bench.part_scaleout()
+        if "gateway" in args.part_set:
+            bench.part_gateway()
     finally:
         stop_all()
         elapsed = time.monotonic() - started

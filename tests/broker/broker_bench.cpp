@@ -157,8 +157,12 @@ ClientResult run_clients(zmq::context_t& context, const std::string& endpoint,
   while (total_done < per_client * options.clients && Clock::now() < deadline) {
     for (std::size_t i = 0; i < sockets.size(); ++i) {
       while (sent[i] < per_client && sent[i] - done[i] < options.window) {
-        protocol::Submit submit{"c" + std::to_string(i) + "-" + std::to_string(sent[i]), "bench",
-                                protocol::Priority::normal, 0, options.chunks > 0};
+        protocol::Submit submit{"c" + std::to_string(i) + "-" + std::to_string(sent[i]),
+                                "bench",
+                                protocol::Priority::normal,
+                                0,
+                                options.chunks > 0,
+                                {}};
         protocol::send_message(sockets[i], Command::submit, protocol::encode(submit), payload,
                                protocol::SendMode::blocking);
         ++sent[i];

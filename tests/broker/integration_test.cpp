@@ -6,11 +6,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "dispatch/test/child_process.hpp"
+#include "dispatch/test/stack.hpp"
 #include "scripted_peers.hpp"
 
 namespace dispatch::test {
@@ -232,8 +236,8 @@ TEST_F(BrokerIntegration, MalformedStormLeavesRealJobsAndOtherPeersUnaffected) {
     for (char& c : bytes) c = static_cast<char>(random());
     return bytes;
   };
-  const std::string valid_submit =
-      protocol::encode(protocol::Submit{"hostile-job", "openai", Priority::interactive, 0, false});
+  const std::string valid_submit = protocol::encode(
+      protocol::Submit{"hostile-job", "openai", Priority::interactive, 0, false, {}});
   auto send_hostile = [&](zmq::socket_t& socket, int round) {
     std::vector<std::string> frames;
     switch (round % 8) {
@@ -492,6 +496,121 @@ TEST_F(BrokerIntegration, SlowClientDoesNotStallTheBrokerAndStillGetsItsResult) 
   EXPECT_GT(chunks, 0);
   EXPECT_LT(chunks, kChunks);
   EXPECT_TRUE(broker.process.running());
+}
+
+// Under AddressSanitizer freed memory waits in a quarantine (256 MiB by default) that RSS
+// counts; children started from now on keep it small so that RSS shows what the broker holds.
+// (Only ASan reads the variable; the children inherit it.)
+void keep_asan_quarantine_small() {
+  const char* current = std::getenv("ASAN_OPTIONS");
+  const std::string options =
+      std::string(current != nullptr ? current : "") + ":quarantine_size_mb=4";
+  ::setenv("ASAN_OPTIONS", options.c_str(), 1);
+}
+
+// Resident set size of `pid` in bytes (VmRSS of /proc/PID/status); 0 when unreadable.
+uint64_t resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+TEST_F(BrokerIntegration, ClientThatNeverReadsCostsAtMostItsByteBoundAndResubmitGetsTheResult) {
+  keep_asan_quarantine_small();
+  // Tiny high-water marks so that the outbox, not ZeroMQ, holds what the client does not read;
+  // a message bound far away so that only the byte bound (4 MiB) can apply.
+  Broker broker = start_broker(
+      {"--hwm", "10", "--client-buffer", "1000000", "--client-buffer-bytes", "4194304"});
+  ScriptedWorker worker(context_, broker.backend, "w", 4, {"openai"}, kHeartbeat);
+  worker.mode = ScriptedWorker::Mode::hold;
+  // A DEALER that submits one streamed job and never reads again.
+  zmq::socket_t deaf(context_, zmq::socket_type::dealer);
+  protocol::apply_protocol_socket_options(deaf);
+  deaf.set(zmq::sockopt::linger, 0);
+  deaf.set(zmq::sockopt::rcvhwm, 10);
+  deaf.set(zmq::sockopt::rcvbuf, 65'536);
+  deaf.connect(broker.frontend);
+  protocol::Request request;
+  request.provider = "openai";
+  request.model = "model-a";
+  request.stream = true;
+  request.messages.push_back(protocol::Message{"user", "q", {}, {}, {}, {}, {}});
+  protocol::send_message(
+      deaf, Command::submit,
+      protocol::encode(protocol::Submit{"deaf", "openai", Priority::interactive, 0, true, {}}),
+      protocol::encode(request), protocol::SendMode::blocking);
+  ASSERT_TRUE(pump(
+      {&worker}, [&] { return worker.held.size() == 1; }, kWait));
+  const uint64_t rss_before = resident_bytes(broker.process.pid());
+
+  // 192 MiB of chunks, then the result.
+  const std::string text(64 * 1024, 'x');
+  for (int i = 0; i < 3'072; ++i) worker.send_chunk("deaf", static_cast<uint64_t>(i), 1, text);
+  worker.send_result("deaf", 1);
+  worker.held.clear();
+  worker.mode = ScriptedWorker::Mode::answer;
+
+  // Once the broker has finished the job, it holds the chunks it could not send only up to the
+  // byte bound (plus what ZeroMQ and the kernel buffer), not all 192 MiB.
+  ScriptedClient observer(context_, broker.frontend);
+  ASSERT_TRUE(pump(
+      {&observer, &worker},
+      [&] {
+        if (observer.status && observer.status->finished_kept == 1) return true;
+        observer.status.reset();
+        observer.request_status();
+        return false;
+      },
+      30s));
+  const uint64_t rss_after = resident_bytes(broker.process.pid());
+  std::cout << "broker RSS " << rss_before / 1024 << " KiB before, " << rss_after / 1024
+            << " KiB after 192 MiB of unread chunks" << std::endl;
+  EXPECT_LT(rss_after, rss_before + 64 * (uint64_t{1} << 20));
+
+  // Another client is served as usual, and a resubmit of the unread job gets its stored result.
+  ScriptedClient again(context_, broker.frontend);
+  again.submit("other");
+  again.submit("deaf", "openai", Priority::interactive, true);
+  ASSERT_TRUE(pump(
+      {&again, &worker}, [&] { return again.jobs["other"].done() && again.jobs["deaf"].done(); },
+      kWait));
+  EXPECT_EQ(again.jobs["deaf"].duplicates, 1);
+  ASSERT_TRUE(again.jobs["deaf"].response.has_value());
+  EXPECT_EQ(worker.jobs_received.size(), 2u);  // "deaf" once, "other" once
+  EXPECT_TRUE(broker.process.running());
+}
+
+TEST(BrokerFlags, BadValuesExitTwoWithTheReason) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--log-level", "loud"},
+      {"--result-ttl-ms", "99999999999999999"},
+      {"--drain-timeout-ms", "3600001"},
+      {"--queue-bytes", "10"},
+      {"--client-jobs", "0"},
+      {"--client-bytes", "-1"},
+      {"--client-buffer-bytes", "1"},
+      {"--unknown-provider-grace-ms", "0"},
+      {"--running-grace-ms", "0"},
+      {"--queue-timeout-ms", "7200000"},  // above the default ceiling of one hour
+  };
+  TempDir dir;
+  for (const auto& flags : cases) {
+    std::vector<std::string> argv = {DISPATCH_BROKER_BIN, "--frontend", "tcp://127.0.0.1:0",
+                                     "--backend", "tcp://127.0.0.1:0"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    ChildOptions options;
+    options.stderr_path = dir.file("stderr.txt");
+    write_text_file(*options.stderr_path, "");
+    ChildProcess process = ChildProcess::spawn(argv, options);
+    const auto status = process.wait_for_exit(10s);
+    ASSERT_TRUE(status.has_value()) << flags[0] << " " << flags[1] << ": still running";
+    EXPECT_TRUE(status->exited && status->code == 2) << flags[0] << " " << flags[1];
+    const std::string text = read_text_file(*options.stderr_path);
+    EXPECT_NE(text.find(flags[0]), std::string::npos) << text;
+  }
 }
 
 TEST_F(BrokerIntegration, ResubmitAfterFinishReplaysWithoutCallingTheWorkerAgain) {

@@ -44,7 +44,8 @@ class OutboxTest : public ::testing::Test {
   std::set<std::string> gone;
   std::map<std::string, std::vector<std::string>> delivered;
   std::map<std::string, int> attempts;
-  ClientOutbox outbox{4, [this](std::string_view r, Frames& f) { return fake_send(r, f); }, clock};
+  ClientOutbox outbox{OutboxLimits{4, std::size_t{1} << 20},
+                      [this](std::string_view r, Frames& f) { return fake_send(r, f); }, clock};
 };
 
 TEST_F(OutboxTest, SendsAtOnceWhenThePipeHasRoom) {
@@ -92,6 +93,37 @@ TEST_F(OutboxTest, OverTheBoundChunksAreDroppedButFinalMessagesKept) {
   retry();
   EXPECT_EQ(delivered["slow"],
             (std::vector<std::string>{"c0", "c1", "c2", "c3", "reset", "result", "error"}));
+}
+
+// A client that never reads: past the byte bound only resets are buffered. Chunks leave a gap;
+// finals are dropped too (the broker keeps them in its result store for a resubmit).
+TEST_F(OutboxTest, OverTheByteBoundOnlyResetsAreKept) {
+  const std::string text(1'000, 'x');
+  const std::size_t size = frames_bytes(message(Command::chunk, text));
+  ClientOutbox bounded{OutboxLimits{1'000, 3 * size},
+                       [this](std::string_view r, Frames& f) { return fake_send(r, f); }, clock};
+  room["deaf"] = 0;
+  for (int i = 0; i < 5; ++i) bounded.send("deaf", Command::chunk, message(Command::chunk, text));
+  EXPECT_EQ(bounded.backlog_of("deaf"), 3u);
+  EXPECT_EQ(bounded.backlog_bytes(), 3 * size);
+  EXPECT_EQ(bounded.stats().dropped_chunks, 2u);
+  bounded.send("deaf", Command::result, message(Command::result, text));
+  bounded.send("deaf", Command::error, message(Command::error, "e"));
+  bounded.send("deaf", Command::accepted, message(Command::accepted, "a"));
+  EXPECT_EQ(bounded.stats().dropped_finals, 2u);
+  EXPECT_EQ(bounded.stats().dropped_other, 1u);
+  bounded.send("deaf", Command::reset, message(Command::reset, "reset"));
+  EXPECT_EQ(bounded.backlog_of("deaf"), 4u);
+  // Another client is unaffected; bytes leave the count as the backlog drains.
+  room["fine"] = 10;
+  bounded.send("fine", Command::result, message(Command::result, text));
+  EXPECT_EQ(delivered["fine"].size(), 1u);
+  room["deaf"] = 100;
+  clock.advance(std::chrono::milliseconds(100));
+  bounded.flush();
+  EXPECT_EQ(delivered["deaf"].back(), "reset");
+  EXPECT_EQ(bounded.backlog_bytes(), 0u);
+  EXPECT_FALSE(bounded.has_backlog());
 }
 
 TEST_F(OutboxTest, AcksHaveTheirOwnLargerBound) {

@@ -129,7 +129,7 @@ class ScriptedClient final : public Peer {
   void submit(const std::string& job_id, const std::string& provider = "openai",
               protocol::Priority priority = protocol::Priority::interactive, bool stream = false,
               uint32_t queue_timeout_ms = 0) {
-    protocol::Submit s{job_id, provider, priority, queue_timeout_ms, stream};
+    protocol::Submit s{job_id, provider, priority, queue_timeout_ms, stream, {}};
     protocol::Request request;
     request.provider = provider;
     request.model = "model-a";

@@ -17,6 +17,7 @@
 
 #include "dispatch/cli/batch.hpp"
 #include "dispatch/cli/exit_codes.hpp"
+#include "dispatch/common/fd.hpp"
 #include "support/fake_broker.hpp"
 
 namespace dispatch::cli {
@@ -187,14 +188,14 @@ TEST(BatchRunnerTest, ASecondRunOnTheSameOutputIsRefused) {
   FakeBroker broker;
   TempDir dir;
   write_file(dir.file("in.jsonl"), input_line("a", "openai/gpt", "x") + "\n");
-  const int holder = ::open(dir.file("out.jsonl").c_str(), O_RDWR | O_CREAT, 0644);
-  ASSERT_GE(holder, 0);
-  ASSERT_EQ(::flock(holder, LOCK_EX | LOCK_NB), 0);
+  UniqueFd holder(::open(dir.file("out.jsonl").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  ASSERT_TRUE(holder.valid());
+  ASSERT_EQ(::flock(holder.get(), LOCK_EX | LOCK_NB), 0);
   std::ostringstream err;
   EXPECT_EQ(run_batch(options_for(broker, dir), err, false), exit_code::output_locked);
   EXPECT_NE(err.str().find("is locked by another `dispatch batch` run"), std::string::npos);
   EXPECT_EQ(broker.submit_count(), 0u);
-  ::close(holder);
+  holder.reset();  // releases the lock
   std::ostringstream after;
   EXPECT_EQ(run_batch(options_for(broker, dir), after, false), exit_code::ok) << after.str();
 }

@@ -129,11 +129,24 @@ TEST(CliTest, FallbackWithEmptyModelMeansNoFallback) {
       run({"chat", "--broker", broker.endpoint(), "--provider", "openai", "--model", "m", "Hi"})
           .code,
       exit_code::ok);
+  ASSERT_EQ(run({"chat", "--broker", broker.endpoint(), "--provider", "openai", "--model", "m",
+                 "--fallback", "", "Hi"})
+                .code,
+            exit_code::ok);
   const auto submits = broker.submits();
-  ASSERT_EQ(submits.size(), 2u);
+  ASSERT_EQ(submits.size(), 3u);
   ASSERT_TRUE(submits[0].request.fallbacks.has_value());
   EXPECT_TRUE(submits[0].request.fallbacks->empty());
   EXPECT_FALSE(submits[1].request.fallbacks.has_value());  // not given: worker default chain
+  ASSERT_TRUE(submits[2].request.fallbacks.has_value());   // given empty: no fallback at all
+  EXPECT_TRUE(submits[2].request.fallbacks->empty());
+  // Options not given are not sent, so the worker's defaults apply.
+  const auto& plain = submits[1].request;
+  EXPECT_FALSE(plain.temperature.has_value());
+  EXPECT_FALSE(plain.max_tokens.has_value());
+  EXPECT_FALSE(plain.top_p.has_value());
+  EXPECT_FALSE(plain.timeout_ms.has_value());
+  EXPECT_FALSE(plain.retry_count.has_value());
 }
 
 TEST(CliTest, ChatJsonSuccessShape) {
@@ -243,6 +256,95 @@ TEST(CliTest, StatusTableAndJson) {
   EXPECT_EQ(object["queue_depth"], (json{{"interactive", 1}, {"normal", 0}, {"batch", 7}}));
   EXPECT_EQ(object["workers"][0]["providers"], (json{"ollama", "openai"}));
   EXPECT_EQ(object["providers"]["openai"]["succeeded"], 8);
+}
+
+TEST(CliTest, StatusShowsTheBrokerBoundsAndRejections) {
+  protocol::StatusReply status;
+  status.broker_id = "b";
+  status.payload_bytes = 3u << 20;
+  status.payload_bytes_limit = 512u << 20;
+  status.rejected = {{"client_bytes", 5}, {"queue_bytes", 2}};
+  status.broker_errors = {{"unknown_provider", 1}};
+  const std::string table = format_status_table(status);
+  EXPECT_NE(table.find("payload held: 3.0 MiB  (limit 512.0 MiB)"), std::string::npos) << table;
+  EXPECT_NE(table.find("rejected: client_bytes 5, queue_bytes 2"), std::string::npos) << table;
+  EXPECT_NE(table.find("ended by the broker: unknown_provider 1"), std::string::npos) << table;
+  const json object = status_to_json(status);
+  EXPECT_EQ(object["payload_bytes_limit"], 512u << 20);
+  EXPECT_EQ(object["rejected"], (json{{"client_bytes", 5}, {"queue_bytes", 2}}));
+  EXPECT_EQ(object["broker_errors"], (json{{"unknown_provider", 1}}));
+  // An older broker sends none of them: no such lines.
+  status = protocol::StatusReply{};
+  status.broker_id = "old";
+  EXPECT_EQ(format_status_table(status).find("payload held"), std::string::npos);
+  EXPECT_EQ(format_status_table(status).find("rejected"), std::string::npos);
+}
+
+TEST(CliTest, StatusTableAndJsonShowQuotaKeys) {
+  protocol::StatusReply status;
+  status.broker_id = "b";
+  protocol::QuotaStatus openai;
+  openai.key = "openai";
+  openai.rpm = 600;
+  openai.tpm = 150000;
+  openai.concurrency = 64;
+  openai.requests_last_minute = 596;
+  openai.tokens_last_minute = 141200;
+  openai.running = 40;
+  openai.waiting = 1100;
+  protocol::QuotaStatus model;
+  model.key = "openai/gpt-4o-mini";
+  model.paused_ms = 1800;
+  model.paused_reason = "rate_limited at worker vm:8476";
+  model.breaker = "open";
+  model.breaker_ms = 25000;
+  status.quotas = {openai, model};
+  const std::string table = format_status_table(status);
+  EXPECT_NE(table.find("QUOTA"), std::string::npos) << table;
+  EXPECT_NE(table.find("596/600"), std::string::npos) << table;
+  EXPECT_NE(table.find("141200/150000"), std::string::npos) << table;
+  EXPECT_NE(table.find("40/64"), std::string::npos) << table;
+  EXPECT_NE(table.find("1.8s (rate_limited at worker vm:8476)"), std::string::npos) << table;
+  EXPECT_NE(table.find("open 25.0s"), std::string::npos) << table;
+  const json object = status_to_json(status);
+  ASSERT_EQ(object["quotas"].size(), 2u);
+  EXPECT_EQ(object["quotas"][0]["rpm"], 600.0);
+  EXPECT_EQ(object["quotas"][0]["breaker"], "closed");
+  EXPECT_TRUE(object["quotas"][0]["paused_ms"].is_null());
+  EXPECT_EQ(object["quotas"][1]["paused_ms"], 1800);
+  EXPECT_TRUE(object["quotas"][1]["rpm"].is_null());
+  // No quota keys: no such table.
+  status.quotas.clear();
+  EXPECT_EQ(format_status_table(status).find("QUOTA"), std::string::npos);
+}
+
+// A CURVE broker: a non-admin identity sees the number of workers and its own counts only; an
+// --insecure broker is flagged.
+TEST(CliTest, StatusShowsAScopedReplyAndTheInsecureWarning) {
+  protocol::StatusReply status;
+  status.broker_id = "b";
+  status.worker_count = 2;
+  status.identity = "alice";
+  status.clients["alice"] = protocol::ClientCounters{1, 2, 10, 6, 1, 0};
+  std::string table = format_status_table(status);
+  EXPECT_NE(table.find("you are: alice"), std::string::npos) << table;
+  EXPECT_NE(table.find("workers: 2  (details, the queue and other clients: admins only)"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("CLIENT"), std::string::npos) << table;
+  EXPECT_EQ(table.find("queue:"), std::string::npos) << table;
+  const json object = status_to_json(status);
+  EXPECT_EQ(object["worker_count"], 2);
+  EXPECT_EQ(object["clients"]["alice"]["submitted"], 10);
+  EXPECT_EQ(object["insecure"], false);
+
+  status = protocol::StatusReply{};
+  status.broker_id = "b";
+  status.queue_depth = {0, 0, 0};
+  status.insecure = true;
+  table = format_status_table(status);
+  EXPECT_EQ(table.rfind("WARNING: this broker runs without CURVE", 0), 0u) << table;
+  EXPECT_NE(table.find("queue: interactive 0"), std::string::npos) << table;
 }
 
 TEST(CliTest, StatusWithoutBrokerExits3) {

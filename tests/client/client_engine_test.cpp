@@ -30,7 +30,7 @@ ClientOptions fast_options(const FakeBroker& broker) {
 }
 
 DispatchRequest hello(std::string model = "llama3.2") {
-  return DispatchRequest(Provider::Ollama, std::move(model), {Message::user("Hello there")});
+  return DispatchRequest(Provider::ollama, std::move(model), {Message::user("Hello there")});
 }
 
 TEST(ClientEngineTest, DispatchReturnsTheResponse) {
@@ -44,6 +44,34 @@ TEST(ClientEngineTest, DispatchReturnsTheResponse) {
   EXPECT_EQ(response.job_id.size(), 32u);
   EXPECT_EQ(response.total_duration(), std::chrono::nanoseconds(1'500'000));
   EXPECT_EQ(client.in_flight(), 0u);
+}
+
+// Always the same number: what two generators that drew the same seed look like to each other.
+class ConstantRandom final : public Random {
+ public:
+  double uniform() override { return 0.5; }
+};
+
+TEST(ClientEngineTest, JobIdsComeFromTheOsNotFromTheInjectedRandom) {
+  // Clients whose injected generators draw the same numbers (as two processes whose seeds
+  // collided would) must still never produce the same job id: the broker would hand one
+  // client's stored answer to the other.
+  FakeBroker broker;
+  ConstantRandom random;
+  auto options = fast_options(broker);
+  options.random = &random;
+  Client first(options);
+  Client second(options);
+  std::set<std::string> ids;
+  for (int i = 0; i < 50; ++i) {
+    for (Client* client : {&first, &second}) {
+      const auto id = client->dispatch_async(hello()).job_id();
+      EXPECT_EQ(id.size(), 32u);
+      EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+      ids.insert(id);
+    }
+  }
+  EXPECT_EQ(ids.size(), 100u);
 }
 
 TEST(ClientEngineTest, TypedErrorIsThrown) {
@@ -129,7 +157,7 @@ TEST(ClientEngineTest, StreamDeliversChunksInOrderOnTheCallingThread) {
   std::vector<uint64_t> seqs;
   bool on_caller_thread = true;
   auto response = client.dispatch_stream(
-      DispatchRequest(Provider::OpenAI, "gpt", {Message::user("one two three four")}),
+      DispatchRequest(Provider::openai, "gpt", {Message::user("one two three four")}),
       [&](const StreamEvent& event) {
         on_caller_thread = on_caller_thread && std::this_thread::get_id() == caller;
         ASSERT_EQ(event.type, StreamEvent::Type::chunk);
@@ -142,6 +170,30 @@ TEST(ClientEngineTest, StreamDeliversChunksInOrderOnTheCallingThread) {
   ASSERT_EQ(broker.submits().size(), 1u);
   EXPECT_TRUE(broker.submits()[0].submit.stream);
   EXPECT_TRUE(broker.submits()[0].request.stream);
+}
+
+TEST(ClientEngineTest, TheRequestsTenantIsOnEverySubmitOfItsJob) {
+  FakeBroker broker;
+  std::atomic<int> seen{0};
+  broker.set_on_submit([&](FakeBroker& b, const FakeBroker::Submitted& job) {
+    if (seen++ == 0) return;  // the first submit is "lost": the resubmit must name it too
+    FakeBroker::answer(b, job);
+  });
+  Client client(fast_options(broker));
+  auto response = client.dispatch(hello().with_tenant("team-a"));
+  EXPECT_EQ(response.content, "echo: Hello there");
+  const auto submits = broker.submits();
+  ASSERT_GE(submits.size(), 2u);
+  for (const auto& job : submits) EXPECT_EQ(job.submit.tenant, "team-a");
+}
+
+TEST(ClientEngineTest, ARequestWithoutTenantSubmitsNone) {
+  FakeBroker broker;
+  Client client(fast_options(broker));
+  client.dispatch(hello());
+  const auto submits = broker.submits();
+  ASSERT_EQ(submits.size(), 1u);
+  EXPECT_EQ(submits[0].submit.tenant, "");
 }
 
 TEST(ClientEngineTest, StreamSurfacesResetAndGap) {
@@ -169,6 +221,35 @@ TEST(ClientEngineTest, StreamSurfacesResetAndGap) {
   EXPECT_EQ(response.content, "good middle end");
   EXPECT_EQ(response.stream_resets, 1u);
   EXPECT_TRUE(response.stream_gap);
+}
+
+TEST(ClientEngineTest, StreamThatRestartsWithoutAResetIsSurfacedAsAReset) {
+  FakeBroker broker;
+  broker.set_on_submit([](FakeBroker& b, const FakeBroker::Submitted& job) {
+    b.accept(job);
+    const auto& id = job.submit.job_id;
+    b.send_chunk(job.route, {id, 0, "lost ", "", {}});
+    b.send_chunk(job.route, {id, 1, "worker", "", {}});
+    // Redelivered to another worker, and no reset reached the client.
+    b.send_chunk(job.route, {id, 0, "new ", "", {}});
+    b.send_chunk(job.route, {id, 1, "answer", "", {}});
+    auto response = FakeBroker::echo_response(job.request);
+    response.content = "new answer";
+    b.send_result(job.route, id, response);
+  });
+  Client client(fast_options(broker));
+  std::vector<StreamEvent> events;
+  std::string shown;
+  auto response = client.dispatch_stream(hello(), [&](const StreamEvent& e) {
+    events.push_back(e);
+    if (e.type == StreamEvent::Type::reset) shown.clear();
+    if (e.type == StreamEvent::Type::chunk) shown += e.content;
+  });
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(events[2].type, StreamEvent::Type::reset);
+  EXPECT_EQ(events[2].next_seq, 0u);
+  EXPECT_EQ(shown, response.content);
+  EXPECT_EQ(response.stream_resets, 1u);
 }
 
 TEST(ClientEngineTest, StreamCallbackExceptionCancelsTheJob) {

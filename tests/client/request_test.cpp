@@ -6,10 +6,22 @@ namespace dispatch {
 namespace {
 
 TEST(ProviderTest, BuiltInNamesFollowTheGuide) {
-  EXPECT_EQ(provider_name(Provider::Ollama), "ollama");
-  EXPECT_EQ(provider_name(Provider::Ali), "ali");
+  EXPECT_EQ(provider_name(Provider::ollama), "ollama");
+  EXPECT_EQ(provider_name(Provider::ali), "ali");
+  EXPECT_EQ(provider_name(Provider::openai), "openai");
+  EXPECT_EQ(provider_name(Provider::claude), "claude");
+}
+
+TEST(ProviderTest, CapitalisedSpellingsStillCompileAsTheSameValues) {
+  // Code written against earlier releases gets a deprecation warning, not a break.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  EXPECT_EQ(Provider::Ollama, Provider::ollama);
+  EXPECT_EQ(Provider::Ali, Provider::ali);
+  EXPECT_EQ(Provider::OpenAI, Provider::openai);
+  EXPECT_EQ(Provider::Claude, Provider::claude);
   EXPECT_EQ(provider_name(Provider::OpenAI), "openai");
-  EXPECT_EQ(provider_name(Provider::Claude), "claude");
+#pragma GCC diagnostic pop
 }
 
 TEST(ParseTargetTest, SplitsOnTheFirstSlashOnly) {
@@ -59,7 +71,7 @@ TEST(MessageTest, NamedConstructorsAndImages) {
 }
 
 TEST(DispatchRequestTest, GuideStyleBuilderFillsTheWireRequest) {
-  auto request = DispatchRequest(Provider::Ollama, "llama3.2",
+  auto request = DispatchRequest(Provider::ollama, "llama3.2",
                                  {Message::system("Be brief."), Message::user("Hello")})
                      .with_temperature(0.7)
                      .with_max_tokens(1000)
@@ -109,8 +121,8 @@ TEST(DispatchRequestTest, UnsetOptionsStayAbsentSoWorkerDefaultsApply) {
 }
 
 TEST(DispatchRequestTest, FallbackForms) {
-  DispatchRequest request(Provider::OpenAI, "gpt-4o", {Message::user("hi")});
-  request.with_fallback(Provider::Claude, "claude-3-5-sonnet").with_fallback({"ali", "qwen-plus"});
+  DispatchRequest request(Provider::openai, "gpt-4o", {Message::user("hi")});
+  request.with_fallback(Provider::claude, "claude-3-5-sonnet").with_fallback({"ali", "qwen-plus"});
   EXPECT_EQ(*request.wire().fallbacks,
             (std::vector<Target>{{"claude", "claude-3-5-sonnet"}, {"ali", "qwen-plus"}}));
 
@@ -126,7 +138,7 @@ TEST(DispatchRequestTest, FallbackForms) {
 
 TEST(DispatchRequestTest, ToolsAndToolChoice) {
   auto request =
-      DispatchRequest(Provider::OpenAI, "gpt-4o", {Message::user("weather in Paris?")})
+      DispatchRequest(Provider::openai, "gpt-4o", {Message::user("weather in Paris?")})
           .with_tools({Tool("get_weather", "Current weather",
                             R"({"type":"object","properties":{"city":{"type":"string"}}})")})
           .with_tool_choice(ToolChoice::function_named("get_weather"));
@@ -140,7 +152,7 @@ TEST(DispatchRequestTest, ToolsAndToolChoice) {
 }
 
 TEST(DispatchRequestTest, ResponseFormatAndThinkingBudget) {
-  DispatchRequest request(Provider::Claude, "claude-3-7-sonnet", {Message::user("hi")});
+  DispatchRequest request(Provider::claude, "claude-3-7-sonnet", {Message::user("hi")});
   request.with_json_schema(R"({"type":"object"})").with_thinking_budget(2048);
   EXPECT_EQ(request.wire().response_format, "json_schema");
   EXPECT_EQ(request.wire().response_schema, R"({"type":"object"})");

@@ -75,14 +75,14 @@ struct Recorder {
   std::optional<DispatchOutcome> outcome;
   int done_calls = 0;
 
-  JobSink sink(bool want_events) {
-    JobSink sink;
-    if (want_events) sink.on_event = [this](const StreamEvent& e) { events.push_back(e); };
-    sink.on_done = [this](DispatchOutcome o) {
+  JobCallbacks callbacks(bool want_events) {
+    JobCallbacks out;
+    if (want_events) out.on_event = [this](const StreamEvent& e) { events.push_back(e); };
+    out.on_done = [this](DispatchOutcome o) {
       ++done_calls;
       outcome = std::move(o);
     };
-    return sink;
+    return out;
   }
 };
 
@@ -104,7 +104,7 @@ class SessionTest : public ::testing::Test {
   }
 
   DispatchRequest request(bool stream = false) {
-    return DispatchRequest(Provider::Ollama, "llama3.2", {Message::user("Hello")})
+    return DispatchRequest(Provider::ollama, "llama3.2", {Message::user("Hello")})
         .with_stream(stream)
         .with_priority(Priority::normal);
   }
@@ -119,22 +119,9 @@ class SessionTest : public ::testing::Test {
   Session session_;
 };
 
-TEST_F(SessionTest, JobIdsAre32RandomHexDigits) {
-  DefaultRandom random(42);
-  Session session(settings(), clock_, random);
-  std::set<std::string> ids;
-  for (int i = 0; i < 100; ++i) {
-    auto id = session.new_job_id();
-    EXPECT_EQ(id.size(), 32u);
-    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
-    ids.insert(id);
-  }
-  EXPECT_EQ(ids.size(), 100u);
-}
-
 TEST_F(SessionTest, SubmitSendsHeaderAndEncodedRequest) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   auto sent = decode_outbox(session_);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].command, Command::submit);
@@ -152,7 +139,7 @@ TEST_F(SessionTest, SubmitSendsHeaderAndEncodedRequest) {
 
 TEST_F(SessionTest, WantingChunksMakesTheWorkerStream) {
   Recorder recorder;
-  session_.submit("job1", request(/*stream=*/false), recorder.sink(true));
+  session_.submit("job1", request(/*stream=*/false), recorder.callbacks(true));
   auto sent = decode_outbox(session_);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_TRUE(protocol::decode<protocol::Submit>(sent[0].header).value().stream);
@@ -161,7 +148,7 @@ TEST_F(SessionTest, WantingChunksMakesTheWorkerStream) {
 
 TEST_F(SessionTest, UnacknowledgedJobIsResubmittedWithBackoffThenFailsAsBrokerUnreachable) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   EXPECT_EQ(count(decode_outbox(session_), Command::submit), 1u);
 
   advance(milliseconds(999));
@@ -185,7 +172,7 @@ TEST_F(SessionTest, UnacknowledgedJobIsResubmittedWithBackoffThenFailsAsBrokerUn
 
 TEST_F(SessionTest, AcknowledgedJobIsNotResubmittedAndResultCompletesIt) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   decode_outbox(session_);
   accept(session_, "job1");
   advance(milliseconds(10000));
@@ -208,7 +195,7 @@ TEST_F(SessionTest, AcknowledgedJobIsNotResubmittedAndResultCompletesIt) {
 
 TEST_F(SessionTest, ErrorPayloadBecomesTheTypedError) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   accept(session_, "job1");
   protocol::Error error;
   error.kind = ErrorKind::model_not_available;
@@ -224,7 +211,7 @@ TEST_F(SessionTest, ErrorPayloadBecomesTheTypedError) {
 
 TEST_F(SessionTest, RejectedJobFailsWithTheRejectionKind) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   deliver(
       session_, Command::rejected,
       protocol::encode(protocol::Rejected{"job1", ErrorKind::queue_full, "queue_full", "full"}));
@@ -234,8 +221,8 @@ TEST_F(SessionTest, RejectedJobFailsWithTheRejectionKind) {
 
 TEST_F(SessionTest, VersionMismatchFailsUnacknowledgedJobs) {
   Recorder first, second;
-  session_.submit("job1", request(), first.sink(false));
-  session_.submit("job2", request(), second.sink(false));
+  session_.submit("job1", request(), first.callbacks(false));
+  session_.submit("job2", request(), second.callbacks(false));
   accept(session_, "job2");
   deliver(session_, Command::rejected,
           protocol::encode(protocol::Rejected{"", ErrorKind::invalid_request, "version_mismatch",
@@ -247,7 +234,7 @@ TEST_F(SessionTest, VersionMismatchFailsUnacknowledgedJobs) {
 
 TEST_F(SessionTest, StreamChunksInOrderDuplicatesDroppedGapFlagged) {
   Recorder recorder;
-  session_.submit("job1", request(true), recorder.sink(true));
+  session_.submit("job1", request(true), recorder.callbacks(true));
   accept(session_, "job1");
   auto chunk = [&](uint64_t seq, std::string text) {
     deliver(session_, Command::chunk, protocol::encode(protocol::Chunk{"job1", seq, text, "", {}}));
@@ -272,7 +259,7 @@ TEST_F(SessionTest, StreamChunksInOrderDuplicatesDroppedGapFlagged) {
 
 TEST_F(SessionTest, ResetRestartsTheAnswerAtNextSeq) {
   Recorder recorder;
-  session_.submit("job1", request(true), recorder.sink(true));
+  session_.submit("job1", request(true), recorder.callbacks(true));
   accept(session_, "job1");
   deliver(session_, Command::chunk, protocol::encode(protocol::Chunk{"job1", 0, "Hel", "", {}}));
   deliver(session_, Command::chunk, protocol::encode(protocol::Chunk{"job1", 1, "lo", "", {}}));
@@ -294,7 +281,7 @@ TEST_F(SessionTest, ResetRestartsTheAnswerAtNextSeq) {
 
 TEST_F(SessionTest, BrokerRestartResetsSeqToZeroAfterRedelivery) {
   Recorder recorder;
-  session_.submit("job1", request(true), recorder.sink(true));
+  session_.submit("job1", request(true), recorder.callbacks(true));
   accept(session_, "job1");
   deliver(session_, Command::chunk, protocol::encode(protocol::Chunk{"job1", 0, "x", "", {}}));
   deliver(session_, Command::reset,
@@ -304,10 +291,147 @@ TEST_F(SessionTest, BrokerRestartResetsSeqToZeroAfterRedelivery) {
   EXPECT_EQ(recorder.events[2].content, "y");  // seq 0 again is not a repeat after a reset
 }
 
+// The text a stream callback holds: chunks appended, cleared at every reset.
+std::string shown_text(const std::vector<StreamEvent>& events) {
+  std::string text;
+  for (const auto& event : events) {
+    if (event.type == StreamEvent::Type::reset) text.clear();
+    if (event.type == StreamEvent::Type::chunk) text += event.content;
+  }
+  return text;
+}
+
+std::vector<StreamEvent::Type> types_of(const std::vector<StreamEvent>& events) {
+  std::vector<StreamEvent::Type> types;
+  for (const auto& event : events) types.push_back(event.type);
+  return types;
+}
+
+class StreamRestartTest : public SessionTest {
+ protected:
+  void SetUp() override {
+    session_.submit("job1", request(true), recorder_.callbacks(true));
+    accept(session_, "job1");
+  }
+  void chunk(uint64_t seq, std::string text) {
+    deliver(session_, Command::chunk,
+            protocol::encode(protocol::Chunk{"job1", seq, std::move(text), "", {}}));
+  }
+  void reset(uint64_t next_seq, std::string reason) {
+    deliver(session_, Command::reset,
+            protocol::encode(protocol::StreamReset{"job1", next_seq, std::move(reason)}));
+  }
+  void result(std::string content) {
+    deliver(session_, Command::result, protocol::encode(protocol::JobEnd{"job1", 1}),
+            protocol::encode(response_with(std::move(content))));
+  }
+
+  Recorder recorder_;
+};
+
+using Type = StreamEvent::Type;
+
+TEST_F(StreamRestartTest, RestartAtSeqZeroAfterARelayedResetIsSurfacedAsAReset) {
+  // A fallback at the worker (relayed reset), then the worker is lost and the job redelivered:
+  // the broker, which cleared its "client saw chunks" flag at the relayed reset, sends no reset
+  // of its own, and the new delivery numbers its chunks from 0 again.
+  chunk(0, "Hel");
+  chunk(1, "lo");
+  reset(2, "fallback to openai/gpt-4o");
+  chunk(2, "Hi");
+  chunk(3, " there");
+  chunk(0, "Hi");  // the redelivered attempt
+  chunk(1, " there");
+  chunk(2, "!");
+  result("Hi there!");
+  const auto& events = recorder_.events;
+  EXPECT_EQ(types_of(events),
+            (std::vector<Type>{Type::chunk, Type::chunk, Type::reset, Type::chunk, Type::chunk,
+                               Type::reset, Type::chunk, Type::chunk, Type::chunk}));
+  ASSERT_EQ(events.size(), 9u);
+  EXPECT_EQ(events[5].next_seq, 0u);
+  EXPECT_NE(events[5].reason.find("restarted"), std::string::npos) << events[5].reason;
+  EXPECT_EQ(shown_text(events), "Hi there!");
+  ASSERT_TRUE(recorder_.outcome.has_value() && recorder_.outcome->ok());
+  EXPECT_EQ(recorder_.outcome->response->stream_resets, 2u);
+  EXPECT_FALSE(recorder_.outcome->response->stream_gap);
+}
+
+TEST_F(StreamRestartTest, RestartWithoutAnyResetIsSurfacedAsAReset) {
+  chunk(0, "a");
+  chunk(1, "b");
+  chunk(2, "c");
+  chunk(0, "x");
+  chunk(1, "y");
+  result("xy");
+  EXPECT_EQ(types_of(recorder_.events), (std::vector<Type>{Type::chunk, Type::chunk, Type::chunk,
+                                                           Type::reset, Type::chunk, Type::chunk}));
+  EXPECT_EQ(shown_text(recorder_.events), "xy");
+  ASSERT_TRUE(recorder_.outcome.has_value() && recorder_.outcome->ok());
+  EXPECT_EQ(recorder_.outcome->response->stream_resets, 1u);
+}
+
+TEST_F(StreamRestartTest, RestartAfterABrokerRestartIsSurfacedForTheJobWhoseAckRevealedIt) {
+  chunk(0, "old ");
+  chunk(1, "answer");
+  // The broker restarts and goes quiet on the old connection: the client reconnects and
+  // resubmits; the new instance's ack for this very job is how the client learns of it.
+  for (int i = 0; i < 4; ++i) advance(milliseconds(1000));
+  ASSERT_TRUE(session_.take_reconnect_request());
+  session_.on_reconnected();
+  accept(session_, "job1", "b2");
+  chunk(0, "new");
+  result("new");
+  EXPECT_EQ(types_of(recorder_.events),
+            (std::vector<Type>{Type::chunk, Type::chunk, Type::reset, Type::chunk}));
+  EXPECT_EQ(shown_text(recorder_.events), "new");
+  ASSERT_TRUE(recorder_.outcome.has_value() && recorder_.outcome->ok());
+  EXPECT_EQ(recorder_.outcome->response->stream_resets, 1u);
+}
+
+TEST_F(StreamRestartTest, RestartBeforeAnyChunkFollowedTheResetNeedsNoSecondReset) {
+  // Nothing shown since the relayed reset, so nothing the caller holds is void.
+  chunk(0, "a");
+  chunk(1, "b");
+  reset(2, "fallback to claude/haiku");
+  chunk(0, "c");  // the worker was lost before the fallback's first chunk; redelivered
+  chunk(1, "d");
+  EXPECT_EQ(types_of(recorder_.events),
+            (std::vector<Type>{Type::chunk, Type::chunk, Type::reset, Type::chunk, Type::chunk}));
+  EXPECT_EQ(shown_text(recorder_.events), "cd");
+}
+
+TEST_F(StreamRestartTest, RestartedAnswerWhoseFirstChunksWereLostShowsResetThenGap) {
+  chunk(0, "a");
+  chunk(1, "b");
+  chunk(2, "c");
+  chunk(1, "Y");  // the restarted answer's chunk 0 was dropped for a slow client
+  result("XY");
+  EXPECT_EQ(types_of(recorder_.events), (std::vector<Type>{Type::chunk, Type::chunk, Type::chunk,
+                                                           Type::reset, Type::gap, Type::chunk}));
+  EXPECT_EQ(recorder_.events[4].expected_seq, 0u);
+  EXPECT_EQ(recorder_.events[4].seq, 1u);
+  ASSERT_TRUE(recorder_.outcome.has_value() && recorder_.outcome->ok());
+  EXPECT_TRUE(recorder_.outcome->response->stream_gap);
+}
+
+TEST_F(StreamRestartTest, OnlyARepeatOfTheLastChunkIsADuplicate) {
+  chunk(0, "a");
+  chunk(1, "b");
+  chunk(1, "b");  // the last chunk again, identical: dropped
+  chunk(1, "B");  // same seq, other text: the answer restarted (its chunk 0 lost)
+  chunk(2, "c");
+  chunk(0, "a");  // identical to a chunk shown earlier, but not the last one: a restart
+  EXPECT_EQ(types_of(recorder_.events),
+            (std::vector<Type>{Type::chunk, Type::chunk, Type::reset, Type::gap, Type::chunk,
+                               Type::chunk, Type::reset, Type::chunk}));
+  EXPECT_EQ(shown_text(recorder_.events), "a");
+}
+
 TEST_F(SessionTest, NewBrokerIdResubmitsEveryUnfinishedJob) {
   Recorder first, second, third;
-  session_.submit("job1", request(), first.sink(false));
-  session_.submit("job2", request(true), second.sink(true));
+  session_.submit("job1", request(), first.callbacks(false));
+  session_.submit("job2", request(true), second.callbacks(true));
   accept(session_, "job1", "b1");
   accept(session_, "job2", "b1");
   deliver(session_, Command::chunk,
@@ -326,7 +450,7 @@ TEST_F(SessionTest, NewBrokerIdResubmitsEveryUnfinishedJob) {
   EXPECT_EQ(second.events.back().content, "fresh");
 
   // A job first acknowledged by the new broker is not sent again.
-  session_.submit("job3", request(), third.sink(false));
+  session_.submit("job3", request(), third.callbacks(false));
   accept(session_, "job3", "b2");
   decode_outbox(session_);
   accept(session_, "job1", "b2");
@@ -339,7 +463,7 @@ TEST_F(SessionTest, HeartbeatsOnlyWhileWorkIsUnfinished) {
   EXPECT_FALSE(session_.take_reconnect_request());
 
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   accept(session_, "job1");
   decode_outbox(session_);
   advance(milliseconds(1000));
@@ -353,7 +477,7 @@ TEST_F(SessionTest, HeartbeatsOnlyWhileWorkIsUnfinished) {
 
 TEST_F(SessionTest, SilentBrokerTriggersReconnectAndResubmission) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   accept(session_, "job1");
   decode_outbox(session_);
   for (int i = 0; i < 3; ++i) advance(milliseconds(1000));
@@ -376,7 +500,7 @@ TEST_F(SessionTest, SilentBrokerTriggersReconnectAndResubmission) {
 
 TEST_F(SessionTest, ReconnectsDoNotKeepADeadBrokerAlive) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   for (int step = 0; step < 200 && !recorder.outcome; ++step) {
     advance(milliseconds(100));
     if (session_.take_reconnect_request()) session_.on_reconnected();
@@ -387,7 +511,7 @@ TEST_F(SessionTest, ReconnectsDoNotKeepADeadBrokerAlive) {
 
 TEST_F(SessionTest, ClientDeadlineEndsAJobTheBrokerNeverAnswers) {
   Recorder recorder;
-  session_.submit("job1", request().with_timeout_ms(5000), recorder.sink(false));
+  session_.submit("job1", request().with_timeout_ms(5000), recorder.callbacks(false));
   accept(session_, "job1");
   for (int step = 0; step < 14; ++step) {
     advance(milliseconds(1000));
@@ -404,7 +528,7 @@ TEST_F(SessionTest, ClientDeadlineEndsAJobTheBrokerNeverAnswers) {
 
 TEST_F(SessionTest, CancelBeforeAckEndsAtOnce) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   decode_outbox(session_);
   session_.cancel("job1");
   EXPECT_EQ(count(decode_outbox(session_), Command::cancel), 1u);
@@ -414,8 +538,8 @@ TEST_F(SessionTest, CancelBeforeAckEndsAtOnce) {
 
 TEST_F(SessionTest, CancelAfterAckWaitsForTheBrokerThenGivesUpLocally) {
   Recorder answered, silent;
-  session_.submit("job1", request(), answered.sink(false));
-  session_.submit("job2", request(), silent.sink(false));
+  session_.submit("job1", request(), answered.callbacks(false));
+  session_.submit("job2", request(), silent.callbacks(false));
   accept(session_, "job1");
   accept(session_, "job2");
   decode_outbox(session_);
@@ -435,8 +559,9 @@ TEST_F(SessionTest, CancelAfterAckWaitsForTheBrokerThenGivesUpLocally) {
 }
 
 TEST_F(SessionTest, StatusRequestIsAnsweredOrTimesOut) {
-  std::optional<std::optional<protocol::StatusReply>> first, second;
-  session_.request_status(milliseconds(3000), [&](auto reply) { first = reply; });
+  std::optional<StatusOutcome> first, second;
+  session_.request_status(milliseconds(3000),
+                          [&](StatusOutcome reply) { first = std::move(reply); });
   auto sent = decode_outbox(session_);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].command, Command::status);
@@ -445,20 +570,22 @@ TEST_F(SessionTest, StatusRequestIsAnsweredOrTimesOut) {
   reply.broker_id = "b9";
   reply.queue_depth = {0, 1, 2};
   deliver(session_, Command::status, protocol::encode(reply));
-  ASSERT_TRUE(first.has_value() && first->has_value());
+  ASSERT_TRUE(first.has_value() && first->ok());
   EXPECT_EQ((*first)->queue_depth, (std::vector<uint64_t>{0, 1, 2}));
 
-  session_.request_status(milliseconds(3000), [&](auto r) { second = r; });
+  session_.request_status(milliseconds(3000), [&](StatusOutcome r) { second = std::move(r); });
   advance(milliseconds(2999));
   EXPECT_FALSE(second.has_value());
   advance(milliseconds(1));
   ASSERT_TRUE(second.has_value());
-  EXPECT_FALSE(second->has_value());
+  ASSERT_FALSE(second->ok());
+  EXPECT_EQ(second->error().code, client_code::broker_unreachable);
+  EXPECT_EQ(second->error().kind, ErrorKind::network);
 }
 
 TEST_F(SessionTest, ShutdownCancelsAndFailsEverything) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   accept(session_, "job1");
   decode_outbox(session_);
   session_.shutdown();
@@ -469,7 +596,7 @@ TEST_F(SessionTest, ShutdownCancelsAndFailsEverything) {
 
 TEST_F(SessionTest, GarbageAndStrayMessagesAreIgnored) {
   Recorder recorder;
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   std::vector<std::string_view> garbage{"nope", "x"};
   session_.on_message(garbage);
   deliver(session_, Command::chunk, "\xc1");  // not msgpack
@@ -484,10 +611,10 @@ TEST_F(SessionTest, GarbageAndStrayMessagesAreIgnored) {
 }
 
 TEST_F(SessionTest, CallbackExceptionsDoNotEscape) {
-  JobSink sink;
-  sink.on_event = [](const StreamEvent&) { throw std::runtime_error("user bug"); };
-  sink.on_done = [](DispatchOutcome) { throw std::runtime_error("user bug"); };
-  session_.submit("job1", request(true), std::move(sink));
+  JobCallbacks callbacks;
+  callbacks.on_event = [](const StreamEvent&) { throw std::runtime_error("user bug"); };
+  callbacks.on_done = [](DispatchOutcome) { throw std::runtime_error("user bug"); };
+  session_.submit("job1", request(true), std::move(callbacks));
   accept(session_, "job1");
   EXPECT_NO_THROW(
       deliver(session_, Command::chunk, protocol::encode(protocol::Chunk{"job1", 0, "a", "", {}})));
@@ -500,7 +627,7 @@ TEST_F(SessionTest, NextWakeupCoversResubmitHeartbeatAndLiveness) {
   EXPECT_EQ(session_.next_wakeup(), Clock::time_point::max());
   Recorder recorder;
   const auto start = clock_.now();
-  session_.submit("job1", request(), recorder.sink(false));
+  session_.submit("job1", request(), recorder.callbacks(false));
   EXPECT_EQ(session_.next_wakeup(), start + milliseconds(1000));
 }
 

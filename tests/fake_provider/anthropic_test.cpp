@@ -210,6 +210,30 @@ TEST_F(Anthropic, AuthenticationAndVersionHeaders) {
   EXPECT_NE(j["error"]["message"].get<std::string>().find("anthropic-version"), std::string::npos);
 }
 
+// SDK 1.x sends its key as Authorization: Bearer and a newer anthropic-version; the service
+// (and so the fake) takes either header form and any version.
+TEST_F(Anthropic, AcceptsBearerKeyAndAnyVersion) {
+  const std::string body = base("claude", {user("x")}).dump();
+  for (const std::string version : {"2023-06-01", "2026-10-21"}) {
+    const HttpResult r =
+        perform({"POST",
+                 url("/v1/messages"),
+                 {"Authorization: Bearer sk-ant-sdk1", "anthropic-version: " + version},
+                 body,
+                 5000});
+    ASSERT_EQ(r.status, 200) << version << ": " << r.body;
+    EXPECT_EQ(r.json_body()["type"], "message");
+  }
+  // A Bearer without a key is still no key.
+  const HttpResult empty = perform({"POST",
+                                    url("/v1/messages"),
+                                    {"Authorization: Bearer ", "anthropic-version: 2026-10-21"},
+                                    body,
+                                    5000});
+  EXPECT_EQ(empty.status, 401);
+  EXPECT_EQ(empty.json_body()["error"]["type"], "authentication_error");
+}
+
 TEST_F(Anthropic, StrictValidation) {
   const std::vector<std::pair<json, std::string>> cases{
       {{{"model", "m"}, {"messages", {user("x")}}}, "max_tokens"},
@@ -263,6 +287,16 @@ TEST_F(Anthropic, ListsModelsWithApiKey) {
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.json_body()["data"][0]["type"], "model");
   EXPECT_EQ(r.json_body()["has_more"], false);
+}
+
+TEST_F(Anthropic, ListsModelsWithBearerKey) {
+  const HttpResult r = perform({"GET",
+                                url("/v1/models"),
+                                {"Authorization: Bearer k", "anthropic-version: 2026-10-21"},
+                                "",
+                                5000});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.json_body()["data"][0]["type"], "model");  // Anthropic's shape, not OpenAI's
 }
 
 }  // namespace

@@ -243,6 +243,20 @@ TEST(FakeProviderCli, RequireKeyTokensAndThreads) {
                      5000})
                 .status,
             200);
+  EXPECT_EQ(perform({"POST",
+                     messages,
+                     {"Authorization: Bearer other", "anthropic-version: 2026-10-21"},
+                     anthropic_body,
+                     5000})
+                .status,
+            401);
+  EXPECT_EQ(perform({"POST",
+                     messages,
+                     {"Authorization: Bearer secret", "anthropic-version: 2026-10-21"},
+                     anthropic_body,
+                     5000})
+                .status,
+            200);
   EXPECT_TRUE(fake.process().stop().success());
 }
 

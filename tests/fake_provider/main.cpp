@@ -46,6 +46,21 @@ int main(int argc, char** argv) {
   app.add_option("--require-key", options.required_key,
                  "accept only this API key (default: any non-empty key)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--limit-rpm", options.limits.rpm,
+                 "per API key: at most N requests in any sliding minute and max(1, 2N/60) in any "
+                 "sliding second; more are answered 429 (default: unlimited)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000'000}))
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--limit-tpm", options.limits.tpm,
+                 "per API key: at most N tokens (prompt + completion) in any sliding minute and "
+                 "max(1, 2N/60) in any sliding second (default: unlimited)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000'000'000}))
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--quiet", options.quiet, "no per-attempt log lines");
   try {
     app.parse(argc, argv);
@@ -54,6 +69,8 @@ int main(int argc, char** argv) {
   }
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("fake-provider"));
+  // Checked by IsMember above: from_str would read a typo as "off".
+  spdlog::set_level(spdlog::level::from_str(log_level));
   if (!split_listen(listen, options.host, options.port)) {
     spdlog::error("--listen wants host:port, got '{}'", listen);
     return 2;

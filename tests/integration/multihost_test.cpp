@@ -7,6 +7,13 @@
 //   ns "…-c"   10.77.0.4  the client: a thread of this test that joined the namespace, and the
 //                         `dispatch` CLI started there with `ip netns exec`
 //
+// The broker serves 10.77.0.1, which other hosts reach, so it needs CURVE keys or --insecure.
+// JobsCompleteAcrossNamespaces runs it with CURVE (README's "Running across hosts securely") for
+// the real workers (--broker-key / --curve-secret), the client library (its CURVE options) and
+// the `dispatch` CLI (DISPATCH_BROKER_KEY / DISPATCH_CURVE_SECRET). CurveAcrossNamespaces runs it
+// with CURVE against a listed worker, an unlisted one and a plaintext peer on other hosts played
+// by raw cppzmq sockets configured with make_curve_client.
+//
 // Nothing is added to the root namespace (so parallel runs cannot clash); names carry the test's
 // pid and leftovers with the same names are removed first. Skips, saying why, where namespaces
 // cannot be made (not root, no CAP_NET_ADMIN / CAP_SYS_ADMIN, no `ip`).
@@ -27,6 +34,7 @@
 #include "dispatch/client.hpp"
 #include "dispatch/test/child_process.hpp"
 #include "dispatch/test/stack.hpp"
+#include "secure_support.hpp"
 #include "system_support.hpp"
 
 namespace dispatch::test {
@@ -51,11 +59,12 @@ struct CommandResult {
 
 // Runs a short command to its end (bounded), collecting stdout and stderr.
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& err_file,
-                          milliseconds timeout = 20s) {
+                          milliseconds timeout = 20s, std::vector<std::string> env = {}) {
   CommandResult result;
   std::remove(err_file.c_str());
   ChildOptions options;
   options.stderr_path = err_file;
+  options.extra_env = std::move(env);
   ChildProcess child = ChildProcess::spawn(argv, options);
   const auto deadline = SteadyClock::now() + timeout;
   while (SteadyClock::now() < deadline) {
@@ -201,14 +210,22 @@ class MultiHostTest : public ::testing::Test {
     return argv;
   }
 
-  void start_broker() {
+  // `security`: the broker's CURVE flags, or --insecure.
+  void start_broker(const std::vector<std::string>& security) {
+    std::vector<std::string> argv = {binaries_.broker,
+                                     "--frontend",
+                                     "tcp://" + kBrokerIp + ":0",
+                                     "--backend",
+                                     "tcp://" + kBrokerIp + ":0",
+                                     "--heartbeat-ms",
+                                     "100",
+                                     "--liveness",
+                                     "4"};
+    argv.insert(argv.end(), security.begin(), security.end());
     ChildOptions options;
     options.stderr_path = dir_.file("broker.log");
-    broker_ = std::make_unique<ChildProcess>(ChildProcess::spawn(
-        in_namespace(broker_ns_,
-                     {binaries_.broker, "--frontend", "tcp://" + kBrokerIp + ":0", "--backend",
-                      "tcp://" + kBrokerIp + ":0", "--heartbeat-ms", "100", "--liveness", "4"}),
-        options));
+    broker_ = std::make_unique<ChildProcess>(
+        ChildProcess::spawn(in_namespace(broker_ns_, std::move(argv)), options));
     const auto line = broker_->read_line(15s);
     ASSERT_TRUE(line) << "no listening line; " << read_text_file(dir_.file("broker.log"));
     const auto front = line->find("frontend=");
@@ -232,7 +249,9 @@ class MultiHostTest : public ::testing::Test {
     fake_url_ = "http://" + kWorker1Ip + ":" + *line;
   }
 
-  void start_worker(const std::string& ns, const std::string& id, int concurrency) {
+  // `curve`: the worker's --broker-key / --curve-secret flags (none: plaintext).
+  void start_worker(const std::string& ns, const std::string& id, int concurrency,
+                    const std::vector<std::string>& curve = {}) {
     const std::string config = dir_.file("worker.yaml");
     write_text_file(config,
                     "defaults:\n"
@@ -252,11 +271,21 @@ class MultiHostTest : public ::testing::Test {
     options.extra_env = {"FAKE_KEY=sk-test"};
     options.capture_stdout = false;
     options.stderr_path = dir_.file(id == "mh-w1" ? "worker-1.log" : "worker-2.log");
-    workers_.push_back(ChildProcess::spawn(
-        in_namespace(ns, {binaries_.worker, "--broker", backend_, "--config", config,
-                          "--heartbeat-ms", "100", "--liveness", "4", "--concurrency",
-                          std::to_string(concurrency), "--id", id}),
-        options));
+    std::vector<std::string> argv = {binaries_.worker,
+                                     "--broker",
+                                     backend_,
+                                     "--config",
+                                     config,
+                                     "--heartbeat-ms",
+                                     "100",
+                                     "--liveness",
+                                     "4",
+                                     "--concurrency",
+                                     std::to_string(concurrency),
+                                     "--id",
+                                     id};
+    argv.insert(argv.end(), curve.begin(), curve.end());
+    workers_.push_back(ChildProcess::spawn(in_namespace(ns, std::move(argv)), options));
   }
 
   static inline const std::string kBrokerIp = "10.77.0.1";
@@ -278,14 +307,22 @@ class MultiHostTest : public ::testing::Test {
 
 TEST_F(MultiHostTest, JobsCompleteAcrossNamespaces) {
   constexpr int kJobs = 120;
-  ASSERT_NO_FATAL_FAILURE(start_broker());
+  KeyRing keys(dir_.path() + "/keys");
+  const protocol::CurveKeys alice = keys.add("alice", {"clients", "admins"});
+  keys.add("w1", {"workers"});
+  keys.add("w2", {"workers"});
+  ASSERT_NO_FATAL_FAILURE(start_broker(keys.broker_args()));
   ASSERT_NO_FATAL_FAILURE(start_fake());
-  start_worker(worker1_ns_, "mh-w1", 8);
-  start_worker(worker2_ns_, "mh-w2", 8);
+  auto worker_keys = [&](const std::string& name) {
+    return std::vector<std::string>{"--broker-key", keys.broker_public_file(), "--curve-secret",
+                                    keys.secret_file(name)};
+  };
+  start_worker(worker1_ns_, "mh-w1", 8, worker_keys("w1"));
+  start_worker(worker2_ns_, "mh-w2", 8, worker_keys("w2"));
 
   run_in_namespace(client_ns_, [&] {
     zmq::context_t context(1);
-    RawClient probe(context, frontend_);
+    RawClient probe(context, frontend_, curve_as(alice, keys.broker()));
     // Both workers, from their own hosts, register with the broker.
     std::optional<protocol::StatusReply> reply;
     const bool registered = poll_until(
@@ -302,6 +339,9 @@ TEST_F(MultiHostTest, JobsCompleteAcrossNamespaces) {
 
     ClientOptions options;
     options.broker_endpoint = frontend_;
+    const auto loaded =
+        options.load_curve_keys(keys.broker_public_file(), keys.secret_file("alice"));
+    ASSERT_TRUE(loaded) << loaded.error();
     options.heartbeat_interval = 200ms;
     options.liveness = 5;
     Client client(options);
@@ -312,7 +352,7 @@ TEST_F(MultiHostTest, JobsCompleteAcrossNamespaces) {
     for (int i = 0; i < kJobs; ++i) {
       const std::string prompt = "host" + std::to_string(i);
       // About 150 ms each, so both workers are busy at once.
-      auto request = DispatchRequest(i % 2 ? Provider::Ollama : Provider::OpenAI,
+      auto request = DispatchRequest(i % 2 ? Provider::ollama : Provider::openai,
                                      "mh~chunk_delay_ms=15~tokens=10", {Message::user(prompt)})
                          .with_stream(i % 3 == 0);
       const std::string id = client.dispatch_async(request, [&, prompt](DispatchOutcome outcome) {
@@ -357,12 +397,15 @@ TEST_F(MultiHostTest, JobsCompleteAcrossNamespaces) {
               << peak_in_flight["mh-w1"] << ", w2 " << peak_in_flight["mh-w2"] << "\n";
   });
 
-  // The CLI from the client host: one chat, then the broker's status.
+  // The CLI from the client host, its keys from the environment (README's step 4): one chat,
+  // then the broker's status.
+  const std::vector<std::string> cli_env = {"DISPATCH_BROKER_KEY=" + keys.broker_public_file(),
+                                            "DISPATCH_CURVE_SECRET=" + keys.secret_file("alice")};
   const CommandResult chat =
       run_command(in_namespace(client_ns_, {binaries_.cli, "chat", "--broker", frontend_,
                                             "--provider", "ollama", "--model", "cli", "--json",
                                             "hello from the client host"}),
-                  dir_.file("cli.err"));
+                  dir_.file("cli.err"), 20s, cli_env);
   ASSERT_TRUE(chat.ok()) << chat.err;
   ASSERT_FALSE(chat.out.empty());
   const json answer = json::parse(chat.out.back());
@@ -372,11 +415,12 @@ TEST_F(MultiHostTest, JobsCompleteAcrossNamespaces) {
 
   const CommandResult status = run_command(
       in_namespace(client_ns_, {binaries_.cli, "status", "--broker", frontend_, "--json"}),
-      dir_.file("cli.err"));
+      dir_.file("cli.err"), 20s, cli_env);
   ASSERT_TRUE(status.ok()) << status.err;
   ASSERT_EQ(status.out.size(), 1u);
   const json table = json::parse(status.out[0]);
   EXPECT_EQ(table["workers"].size(), 2u);
+  EXPECT_FALSE(table.value("insecure", true)) << status.out[0];
   const uint64_t succeeded = table["providers"]["ollama"].value("succeeded", 0ull) +
                              table["providers"]["openai"].value("succeeded", 0ull);
   EXPECT_EQ(succeeded, static_cast<uint64_t>(kJobs) + 1);
@@ -384,6 +428,120 @@ TEST_F(MultiHostTest, JobsCompleteAcrossNamespaces) {
   // Every process is still up at the end.
   EXPECT_TRUE(broker_->running());
   for (auto& worker : workers_) EXPECT_TRUE(worker.running());
+}
+
+// Runs `make` on a thread in network namespace `ns`, and returns what it made. A ZeroMQ
+// context starts its I/O threads with its first socket, and those threads (which connect and
+// reconnect) stay in the namespace of the thread that created it: make the context and its
+// sockets in `make`; the test thread may use them afterwards.
+template <typename T>
+T made_in_namespace(const std::string& ns, const std::function<T()>& make) {
+  T made{};
+  run_in_namespace(ns, [&] { made = make(); });
+  return made;
+}
+
+// A peer on another host: its own context, created in that host's namespace.
+struct RemotePeer {
+  std::unique_ptr<zmq::context_t> context = std::make_unique<zmq::context_t>(1);
+  std::unique_ptr<ScriptedWorker> worker;
+  std::unique_ptr<RawClient> client;
+  std::optional<HandshakeMonitor> monitor;
+};
+
+TEST_F(MultiHostTest, CurveAcrossNamespaces) {
+  KeyRing keys(dir_.path() + "/keys");
+  const protocol::CurveKeys alice = keys.add("alice", {"clients", "admins"});
+  const protocol::CurveKeys w1 = keys.add("w1", {"workers"});
+  ASSERT_NO_FATAL_FAILURE(start_broker(keys.broker_args()));
+  EXPECT_NE(read_text_file(dir_.file("broker.log")).find("CURVE on"), std::string::npos);
+
+  // Host w1: a listed worker. Host w2: a stranger's key saying `ready` with w1's worker id.
+  using Peer = std::shared_ptr<RemotePeer>;
+  Peer real = made_in_namespace<Peer>(worker1_ns_, [&] {
+    auto peer = std::make_shared<RemotePeer>();
+    peer->worker =
+        std::make_unique<ScriptedWorker>(*peer->context, backend_, curve_as(w1, keys.broker()));
+    return peer;
+  });
+  Peer stranger = made_in_namespace<Peer>(worker2_ns_, [&] {
+    auto peer = std::make_shared<RemotePeer>();
+    peer->worker = std::make_unique<ScriptedWorker>(*peer->context, backend_,
+                                                    curve_as(KeyRing::stranger(), keys.broker()));
+    return peer;
+  });
+  EXPECT_EQ(stranger->worker->monitor().wait_for(
+                {ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, ZMQ_EVENT_HANDSHAKE_SUCCEEDED}, 10s),
+            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+  stranger->worker->ready("mh-w1", 1000);
+
+  // Host c: alice, and a peer without CURVE.
+  Peer client = made_in_namespace<Peer>(client_ns_, [&] {
+    auto peer = std::make_shared<RemotePeer>();
+    peer->client =
+        std::make_unique<RawClient>(*peer->context, frontend_, curve_as(alice, keys.broker()));
+    return peer;
+  });
+  Peer plaintext = made_in_namespace<Peer>(client_ns_, [&] {
+    auto peer = std::make_shared<RemotePeer>();
+    peer->client = std::make_unique<RawClient>(
+        *peer->context, frontend_,
+        [&](zmq::socket_t& socket) { peer->monitor.emplace(*peer->context, socket); });
+    return peer;
+  });
+  EXPECT_EQ(plaintext->monitor->wait_for(
+                {ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_HANDSHAKE_SUCCEEDED}, 10s),
+            ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL);
+
+  RawClient& submitter = *client->client;
+  std::optional<protocol::StatusReply> reply;
+  // Registered only now: the waits above can outlast the broker's liveness window (400 ms) on a
+  // loaded machine, and a worker the broker expired is told to disconnect and must say `ready`
+  // again.
+  real->worker->ready("mh-w1", 16);
+  int disconnects = 0;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        real->worker->pump(1ms);
+        if (real->worker->received(protocol::Command::disconnect) > disconnects) {
+          disconnects = real->worker->received(protocol::Command::disconnect);
+          real->worker->ready("mh-w1", 16);
+        }
+        reply = submitter.status_barrier(1000ms);
+        return reply && reply->workers.size() == 1;
+      },
+      20s, 50ms));
+  EXPECT_EQ(reply->identity, "alice");
+
+  constexpr int kJobs = 60;
+  for (int i = 0; i < kJobs; ++i) {
+    submitter.submit("mh-" + std::to_string(i), make_request("openai", "m", "across", false));
+  }
+  std::size_t answered = 0;
+  const bool done = poll_until(
+      [&] {
+        real->worker->pump(5ms);
+        stranger->worker->pump(1ms);
+        for (; answered < real->worker->jobs.size(); ++answered) {
+          real->worker->answer(real->worker->jobs[answered], "from w1 over CURVE");
+        }
+        submitter.pump(5ms);
+        return submitter.finished() == kJobs;
+      },
+      30s, 1ms);
+  ASSERT_TRUE(done) << submitter.finished() << " of " << kJobs << " finished";
+  for (const auto& [id, job] : submitter.jobs) {
+    ASSERT_TRUE(job.response) << id;
+    EXPECT_EQ(job.response->content, "from w1 over CURVE") << id;
+  }
+  EXPECT_TRUE(stranger->worker->jobs.empty());
+  const auto status = submitter.status_barrier(5s);
+  ASSERT_TRUE(status);
+  ASSERT_EQ(status->workers.size(), 1u);
+  EXPECT_EQ(status->workers[0].worker_id, "mh-w1");
+  EXPECT_FALSE(status->insecure);
+  EXPECT_EQ(status->clients.at("alice").succeeded, static_cast<uint64_t>(kJobs));
+  EXPECT_TRUE(broker_->running());
 }
 
 }  // namespace

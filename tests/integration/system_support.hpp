@@ -159,22 +159,27 @@ struct JobRecord {
 // One DEALER socket to the broker's frontend, pumped by the test thread.
 class RawClient {
  public:
-  RawClient(zmq::context_t& context, const std::string& endpoint)
+  // `before_connect` configures the socket first (e.g. CURVE keys, a monitor).
+  RawClient(zmq::context_t& context, const std::string& endpoint,
+            const std::function<void(zmq::socket_t&)>& before_connect = {})
       : socket_(context, zmq::socket_type::dealer) {
     protocol::apply_protocol_socket_options(socket_);
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::sndhwm, 1'000'000);
     socket_.set(zmq::sockopt::rcvhwm, 1'000'000);
+    if (before_connect) before_connect(socket_);
     socket_.connect(endpoint);
   }
 
+  // `tenant`: the Submit field a gateway sets.
   void submit(const std::string& job_id, const protocol::Request& request,
-              uint32_t queue_timeout_ms = 0) {
+              uint32_t queue_timeout_ms = 0, const std::string& tenant = {}) {
     protocol::Submit submit;
     submit.job_id = job_id;
     submit.provider = request.provider;
     submit.stream = request.stream;
     submit.queue_timeout_ms = queue_timeout_ms;
+    submit.tenant = tenant;
     jobs[job_id];  // known from now on, even before any answer
     protocol::send_message(socket_, protocol::Command::submit, protocol::encode(submit),
                            protocol::encode(request), protocol::SendMode::blocking);

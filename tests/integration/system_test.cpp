@@ -228,10 +228,10 @@ TEST_F(SystemTest, ManyJobsOverThreeWorkersCompleteOnceSpreadAndWithinCapacity) 
     const bool stream = i % 3 == 0;
     streamed += stream ? 1 : 0;
     auto request =
-        stream ? DispatchRequest(Provider::OpenAI, "cap-s~chunk_delay_ms=10~tokens=6",
+        stream ? DispatchRequest(Provider::openai, "cap-s~chunk_delay_ms=10~tokens=6",
                                  {Message::user(prompt)})
                      .with_stream(true)
-               : DispatchRequest(Provider::Ollama, "cap-m~latency_ms=60", {Message::user(prompt)});
+               : DispatchRequest(Provider::ollama, "cap-m~latency_ms=60", {Message::user(prompt)});
     jobs.submit(client, static_cast<std::size_t>(i), request, prompt);
   }
 
@@ -420,7 +420,7 @@ TEST_F(SystemTest, BrokerRestartMidRunClientsAndWorkersReconnectAndEveryJobCompl
     const std::string prompt = "r" + std::to_string(i);
     const bool stream = i % 4 == 0;
     jobs.submit(client, static_cast<std::size_t>(i),
-                DispatchRequest(Provider::Ollama, "restart~chunk_delay_ms=20~tokens=10",
+                DispatchRequest(Provider::ollama, "restart~chunk_delay_ms=20~tokens=10",
                                 {Message::user(prompt)})
                     .with_stream(stream),
                 prompt);
@@ -674,7 +674,7 @@ TEST_F(SystemTest, StormOfMalformedInputAtBothSocketsLeavesRealJobsAndProcessesU
   for (int i = 0; i < kJobs; ++i) {
     const std::string prompt = "h" + std::to_string(i);
     jobs.submit(client, static_cast<std::size_t>(i),
-                DispatchRequest(i % 2 ? Provider::Ollama : Provider::Claude,
+                DispatchRequest(i % 2 ? Provider::ollama : Provider::claude,
                                 "storm~chunk_delay_ms=5~tokens=8", {Message::user(prompt)})
                     .with_stream(i % 3 == 0),
                 prompt);
@@ -723,7 +723,7 @@ TEST_F(SystemTest, StormOfMalformedInputAtBothSocketsLeavesRealJobsAndProcessesU
 
   // And real work still flows.
   auto response =
-      client.dispatch(DispatchRequest(Provider::OpenAI, "after-storm", {Message::user("after")}));
+      client.dispatch(DispatchRequest(Provider::openai, "after-storm", {Message::user("after")}));
   EXPECT_EQ(response.content.rfind(expected_prefix("after"), 0), 0u);
 }
 
@@ -773,7 +773,7 @@ TEST_F(SystemTest, QueueBoundRejectsWithQueueFullError) {
   std::vector<PendingDispatch> slow;
   for (int i = 0; i < 6; ++i) {  // one runs, five wait
     slow.push_back(
-        client.dispatch_async(DispatchRequest(Provider::Ollama, "bound~chunk_delay_ms=50~tokens=6",
+        client.dispatch_async(DispatchRequest(Provider::ollama, "bound~chunk_delay_ms=50~tokens=6",
                                               {Message::user("s" + std::to_string(i))})));
   }
   ASSERT_TRUE(poll_until(
@@ -783,7 +783,7 @@ TEST_F(SystemTest, QueueBoundRejectsWithQueueFullError) {
       },
       10s));
   auto rejected = client.dispatch_async(
-      DispatchRequest(Provider::Ollama, "bound~chunk_delay_ms=50~tokens=6", {Message::user("x")}));
+      DispatchRequest(Provider::ollama, "bound~chunk_delay_ms=50~tokens=6", {Message::user("x")}));
   EXPECT_EQ(expect_throws<QueueFullError>(rejected, 10s).code(), "queue_full");
   for (int i = 0; i < 6; ++i) {
     auto response = slow[static_cast<std::size_t>(i)].get();
@@ -801,13 +801,13 @@ TEST_F(SystemTest, QueueDeadlineGivesTimeoutOrUnsupportedProvider) {
 
   // The only slot is busy for about 3 s.
   auto busy = client.dispatch_async(
-      DispatchRequest(Provider::Ollama, "busy~chunk_delay_ms=100~tokens=30", {Message::user("b")})
+      DispatchRequest(Provider::ollama, "busy~chunk_delay_ms=100~tokens=30", {Message::user("b")})
           .with_stream(true));
   ASSERT_TRUE(poll_until([&] { return status().in_flight == 1; }, 10s));
 
   auto started = SteadyClock::now();
   auto late = client.dispatch_async(
-      DispatchRequest(Provider::Ollama, "late", {Message::user("l")}).with_queue_timeout_ms(300));
+      DispatchRequest(Provider::ollama, "late", {Message::user("l")}).with_queue_timeout_ms(300));
   const auto timeout = expect_throws<TimeoutError>(late, 10s);
   const auto timeout_ms = ms_since(started);
   EXPECT_EQ(timeout.code(), "queue_deadline");
@@ -840,7 +840,7 @@ TEST_F(SystemTest, WorkerThatJoinsLateGetsTheWaitingJobs) {
     const std::string prompt = "late" + std::to_string(i);
     jobs.submit(
         client, static_cast<std::size_t>(i),
-        DispatchRequest(i % 2 ? Provider::Ali : Provider::Claude, "joiner", {Message::user(prompt)})
+        DispatchRequest(i % 2 ? Provider::ali : Provider::claude, "joiner", {Message::user(prompt)})
             .with_queue_timeout_ms(30000),
         prompt);
   }
@@ -861,12 +861,12 @@ TEST_F(SystemTest, CancelOfQueuedAndOfRunningJobEndsWithCancelledError) {
 
   // Running: a stream of 100 chunks 100 ms apart (10 s) that is cancelled after it started.
   auto running = client.dispatch_async(
-      DispatchRequest(Provider::OpenAI, "cancel-running~chunk_delay_ms=100~tokens=100",
+      DispatchRequest(Provider::openai, "cancel-running~chunk_delay_ms=100~tokens=100",
                       {Message::user("c")})
           .with_stream(true));
   // Queued behind it (the worker's only slot is taken).
   auto queued = client.dispatch_async(
-      DispatchRequest(Provider::OpenAI, "cancel-queued", {Message::user("q")}));
+      DispatchRequest(Provider::openai, "cancel-queued", {Message::user("q")}));
   ASSERT_TRUE(poll_until(
       [&] {
         const auto reply = client.status();  // same connection: both acks are in by now
@@ -907,7 +907,7 @@ TEST_F(SystemTest, CancelOfQueuedAndOfRunningJobEndsWithCancelledError) {
   // The slot is free again.
   const auto reply = status();
   EXPECT_EQ(reply.in_flight, 0u);
-  auto after = client.dispatch(DispatchRequest(Provider::OpenAI, "after", {Message::user("a")}));
+  auto after = client.dispatch(DispatchRequest(Provider::openai, "after", {Message::user("a")}));
   EXPECT_EQ(after.content.rfind(expected_prefix("a"), 0), 0u);
 }
 
@@ -929,7 +929,7 @@ TEST_F(SystemTest, WorkerSigtermDrainsItsJobsTakesNoNewOnesAndExitsZero) {
   for (int i = 0; i < 8; ++i) {
     const std::string prompt = "d" + std::to_string(i);
     jobs.submit(client, static_cast<std::size_t>(i),
-                DispatchRequest(Provider::Ollama, "drain~chunk_delay_ms=100~tokens=15",
+                DispatchRequest(Provider::ollama, "drain~chunk_delay_ms=100~tokens=15",
                                 {Message::user(prompt)})
                     .with_stream(i % 2 == 0),
                 prompt);
@@ -956,7 +956,7 @@ TEST_F(SystemTest, WorkerSigtermDrainsItsJobsTakesNoNewOnesAndExitsZero) {
   for (int i = 8; i < 16; ++i) {
     const std::string prompt = "d" + std::to_string(i);
     jobs.submit(client, static_cast<std::size_t>(i),
-                DispatchRequest(Provider::Ollama, "drain~chunk_delay_ms=100~tokens=15",
+                DispatchRequest(Provider::ollama, "drain~chunk_delay_ms=100~tokens=15",
                                 {Message::user(prompt)}),
                 prompt);
   }
@@ -987,21 +987,25 @@ TEST_F(SystemTest, BrokerSigtermStopsAcceptingLetsRunningJobsFinishAndExits) {
   constexpr auto kDrainTimeout = 5000ms;
   stack_->start_broker({"--heartbeat-ms", "100", "--liveness", "4", "--drain-timeout-ms",
                         std::to_string(kDrainTimeout.count())});
-  stack_->start_workers(1, stack_->default_worker_config(), worker_args(2));
+  // The worker outlives its broker here: at its own SIGTERM it gives what libzmq still holds for
+  // the broker up to its drain timeout (30 s by default) to leave. 2 s keeps its clean stop
+  // within ChildProcess's grace.
+  stack_->start_workers(1, stack_->default_worker_config(),
+                        worker_args(2, {}, {"--drain-timeout-ms", "2000"}));
   stack_->wait_for_workers(1);
   Client client(client_options(stack_->frontend()));
 
   std::vector<PendingDispatch> running;
   for (int i = 0; i < 2; ++i) {  // about 1.5 s each
     running.push_back(client.dispatch_async(
-        DispatchRequest(Provider::Claude, "bdrain~chunk_delay_ms=100~tokens=15",
+        DispatchRequest(Provider::claude, "bdrain~chunk_delay_ms=100~tokens=15",
                         {Message::user("r" + std::to_string(i))})
             .with_stream(i == 0)));
   }
   std::vector<PendingDispatch> queued;
   for (int i = 0; i < 3; ++i) {
     queued.push_back(client.dispatch_async(DispatchRequest(
-        Provider::Claude, "bdrain-queued", {Message::user("q" + std::to_string(i))})));
+        Provider::claude, "bdrain-queued", {Message::user("q" + std::to_string(i))})));
   }
   ASSERT_TRUE(poll_until(
       [&] {
@@ -1017,7 +1021,7 @@ TEST_F(SystemTest, BrokerSigtermStopsAcceptingLetsRunningJobsFinishAndExits) {
     EXPECT_EQ(expect_throws<QueueFullError>(pending, 5s).code(), "draining");
   }
   auto refused =
-      client.dispatch_async(DispatchRequest(Provider::Claude, "bdrain-new", {Message::user("n")}));
+      client.dispatch_async(DispatchRequest(Provider::claude, "bdrain-new", {Message::user("n")}));
   EXPECT_EQ(expect_throws<QueueFullError>(refused, 5s).code(), "draining");
   // Running jobs finish.
   for (int i = 0; i < 2; ++i) {
@@ -1101,7 +1105,9 @@ CliRun run_cli(const std::vector<std::string>& argv) {
     if (!line) break;
     run.lines.push_back(*line);
   }
-  run.exit = child.stop(2000ms);
+  // The exit code is this helper's to report: read it (wait_for_exit) rather than stop().
+  const auto exited = child.wait_for_exit(2000ms);
+  run.exit = exited ? *exited : child.stop(2000ms);
   return run;
 }
 
@@ -1121,11 +1127,11 @@ TEST_F(SystemTest, StatusCliShowsWorkersAndPerProviderCounters) {
   std::vector<PendingDispatch> pending;
   for (int i = 0; i < 12; ++i) {
     pending.push_back(client.dispatch_async(
-        DispatchRequest(Provider::Ollama, "st", {Message::user("o" + std::to_string(i))})));
+        DispatchRequest(Provider::ollama, "st", {Message::user("o" + std::to_string(i))})));
   }
   for (int i = 0; i < 6; ++i) {
     pending.push_back(client.dispatch_async(
-        DispatchRequest(Provider::OpenAI, "st", {Message::user("p" + std::to_string(i))})
+        DispatchRequest(Provider::openai, "st", {Message::user("p" + std::to_string(i))})
             .with_stream(true)));
   }
   int failed = 0;
@@ -1134,7 +1140,7 @@ TEST_F(SystemTest, StatusCliShowsWorkersAndPerProviderCounters) {
   }
   for (int i = 0; i < 3; ++i) {
     try {
-      client.dispatch(DispatchRequest(Provider::Claude, "st~status=400", {Message::user("f")}));
+      client.dispatch(DispatchRequest(Provider::claude, "st~status=400", {Message::user("f")}));
     } catch (const InvalidRequestError&) {
       ++failed;
     }

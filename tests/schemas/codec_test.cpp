@@ -93,6 +93,7 @@ TEST(Names, CommandsRoundTripAndPayloadFlag) {
       {Command::heartbeat, "heartbeat", false},
       {Command::disconnect, "disconnect", false},
       {Command::status, "status", false},
+      {Command::provider_health, "provider_health", false},
   };
   for (const auto& [command, name, payload] : commands) {
     EXPECT_EQ(to_string(command), name);
@@ -133,11 +134,11 @@ TEST(RoundTrip, AllFilled) {
   expect_round_trip(testing::golden_reset());
   expect_round_trip(testing::golden_ready());
   expect_round_trip(testing::golden_status_reply());
-  expect_round_trip(Submit{"j", "openai", Priority::normal, 5000, true});
+  expect_round_trip(Submit{"j", "openai", Priority::normal, 5000, true, ""});
   expect_round_trip(Accepted{"j", "b", true});
   expect_round_trip(Rejected{"j", ErrorKind::queue_full, "queue_full", "full"});
   expect_round_trip(Cancel{"j"});
-  expect_round_trip(JobHeader{"j", 7, true});
+  expect_round_trip(JobHeader{"j", 7, true, {}});
   expect_round_trip(JobEnd{"j", 7});
   expect_round_trip(Chunk{"j", 9, "text", "why", {{1, "c", "f", "{}"}}});
   expect_round_trip(StreamReset{"j", 10, "reason"});
@@ -161,11 +162,11 @@ TEST(RoundTrip, AllEmptyExceptRequired) {
   expect_round_trip(request);
   expect_round_trip(Response{});
   expect_round_trip(Error{});
-  expect_round_trip(Submit{"j", "p", Priority::interactive, 0, false});
+  expect_round_trip(Submit{"j", "p", Priority::interactive, 0, false, ""});
   expect_round_trip(Accepted{"j", "", false});
   expect_round_trip(Rejected{});
   expect_round_trip(Cancel{"j"});
-  expect_round_trip(JobHeader{"j", 1, false});
+  expect_round_trip(JobHeader{"j", 1, false, {}});
   expect_round_trip(JobEnd{"j", 0});
   expect_round_trip(Chunk{"j", 0, "", "", {}});
   expect_round_trip(ChunkHeader{Chunk{"j", 0, "", "", {}}, 0});
@@ -186,6 +187,42 @@ TEST(RoundTrip, AllEmptyExceptRequired) {
   expect_round_trip(ToolCallDelta{});
   expect_round_trip(ProviderCounters{});
   expect_round_trip(WorkerStatus{});
+}
+
+// The broker's bound and rejection counters (added in a compatible way: absent when zero).
+TEST(RoundTrip, StatusReplyBoundCounters) {
+  StatusReply s;
+  s.broker_id = "b";
+  s.payload_bytes = 8u << 20;
+  s.payload_bytes_limit = 512u << 20;
+  s.rejected = {{"client_bytes", 3}, {"queue_bytes", 1}};
+  s.broker_errors = {{"unknown_provider", 2}};
+  expect_round_trip(s);
+  EXPECT_EQ(encode(StatusReply{"b", 0, {}, 0, 0, 0, {}, {}}).find("rejected"), std::string::npos);
+}
+
+// Security additions (compatible: absent when unset). A tenant is bounded like a job id.
+TEST(RoundTrip, TenantAndScopedStatus) {
+  expect_round_trip(Submit{"j", "p", Priority::interactive, 0, false, "team-a"});
+  EXPECT_EQ(encode(Submit{"j", "p", Priority::interactive, 0, false}).find("tenant"),
+            std::string::npos);
+  StatusReply s;
+  s.broker_id = "b";
+  s.worker_count = 3;
+  s.identity = "gw";
+  s.clients["gw/team-a"] = ClientCounters{1, 2, 3, 4, 5, 6};
+  s.clients["gw/team-b"] = ClientCounters{};
+  s.insecure = true;
+  expect_round_trip(s);
+
+  Submit too_long{"j", "p",   Priority::interactive,
+                  0,   false, std::string(Limits::max_tenant + 1, 't')};
+  auto decoded = decode<Submit>(encode(too_long));
+  ASSERT_FALSE(decoded);
+  EXPECT_EQ(decoded.error().code, DecodeError::Code::invalid_value);
+  EXPECT_NE(decoded.error().message.find("tenant"), std::string::npos) << decoded.error().message;
+  too_long.tenant.pop_back();
+  EXPECT_TRUE(decode<Submit>(encode(too_long)));
 }
 
 TEST(RoundTrip, ExtremeNumbers) {
@@ -220,13 +257,13 @@ TEST(RoundTrip, ExtremeNumbers) {
 
 TEST(Encoding, KeysInDeclarationOrderDefaultsOmitted) {
   EXPECT_EQ(keys_of(encode(testing::golden_submit_minimal())), json({"job_id", "provider"}));
-  EXPECT_EQ(keys_of(encode(Submit{"j", "p", Priority::batch, 10, true})),
+  EXPECT_EQ(keys_of(encode(Submit{"j", "p", Priority::batch, 10, true, ""})),
             json({"job_id", "provider", "priority", "queue_timeout_ms", "stream"}));
   EXPECT_EQ(keys_of(encode(Response{})), json({"provider", "model"}));
   EXPECT_EQ(keys_of(encode(Error{})), json({"kind"}));
   EXPECT_EQ(keys_of(encode(Rejected{})), json({"kind"}));
   EXPECT_EQ(keys_of(encode(Credit{0})), json({"capacity"}));
-  EXPECT_EQ(keys_of(encode(JobHeader{"j", 1, false})), json({"job_id", "delivery"}));
+  EXPECT_EQ(keys_of(encode(JobHeader{"j", 1, false, {}})), json({"job_id", "delivery"}));
   EXPECT_EQ(keys_of(encode(JobEnd{"j", 0})), json({"job_id"}));
   EXPECT_EQ(keys_of(encode(Chunk{"j", 0, "", "", {}})), json({"job_id", "seq"}));
   EXPECT_EQ(keys_of(encode(ToolCallDelta{})), json({"index"}));
@@ -248,7 +285,7 @@ TEST(Encoding, TypesOnTheWire) {
   const std::string bytes = encode(testing::golden_error());
   EXPECT_EQ(as_json(bytes)["kind"], "rate_limited");  // ErrorKind by name
 
-  Submit s{"j", "p", Priority::batch, 0, false};
+  Submit s{"j", "p", Priority::batch, 0, false, ""};
   EXPECT_EQ(as_json(encode(s))["priority"], 2);  // Priority as uint
 
   Request r;
@@ -322,7 +359,7 @@ TEST(Decoding, AbsentAndPresentEmptyAreTheSame) {
                                               {"queue_timeout_ms", 0},
                                               {"stream", false}}));
   ASSERT_TRUE(explicit_defaults);
-  EXPECT_TRUE(explicit_defaults.value() == (Submit{"j", "p", Priority::interactive, 0, false}));
+  EXPECT_TRUE(explicit_defaults.value() == (Submit{"j", "p", Priority::interactive, 0, false, ""}));
 
   auto response = decode<Response>(mp({{"content", ""},
                                        {"thinking", ""},
@@ -438,6 +475,13 @@ TEST(Decoding, ImagesAcceptDataUrls) {
   ASSERT_TRUE(message) << message.error().message;
   EXPECT_EQ(message.value().images,
             (std::vector<std::string>{"iVBORw0KGgo=", "iVBORw0KGgo=", "/9j/4AAQ"}));
+  // URLs are the provider's to fetch: passed on unchanged. The gateway admitted them and the
+  // decoder refused them (found by fuzzing: tests/fuzz/corpus/formats/crash-image-url).
+  message = decode<Message>(
+      mp({{"role", "user"}, {"images", {"https://example.com/cat.png", "HTTP://example.com/a"}}}));
+  ASSERT_TRUE(message) << message.error().message;
+  EXPECT_EQ(message.value().images,
+            (std::vector<std::string>{"https://example.com/cat.png", "HTTP://example.com/a"}));
   expect_error<Request>(
       {{"provider", "p"},
        {"model", "m"},

@@ -9,8 +9,8 @@
 #include "golden_values.hpp"
 
 int main(int argc, char** argv) {
+  using dispatch::to_hex;
   using dispatch::protocol::testing::golden_cases;
-  using dispatch::protocol::testing::to_hex;
   if (argc != 2) {
     std::cerr << "usage: protocol_golden_gen OUTPUT.json\n";
     return 2;

@@ -15,7 +15,6 @@ namespace {
 
 using testing::from_hex;
 using testing::golden_cases;
-using testing::to_hex;
 
 nlohmann::ordered_json load_golden() {
   std::ifstream in(DISPATCH_GOLDEN_JSON, std::ios::binary);
@@ -98,6 +97,35 @@ TEST(Golden, HandCheckedBytes) {
             "01"
             "a673747265616d"
             "c3");
+}
+
+// The broker relays a worker's chunk / reset / result / error headers byte for byte, so clients
+// receive the `delivery` key too (PROTOCOL.md, Commands). A client decodes them as Chunk,
+// StreamReset or JobEnd and ignores it; the client-side view of `chunk_content` is the same
+// header without it.
+TEST(Golden, ClientsReadRelayedHeadersAndIgnoreDelivery) {
+  const auto doc = load_golden();
+  auto bytes_of = [&](const std::string& name) {
+    const auto* v = find_vector(doc, name);
+    return v == nullptr ? std::string() : from_hex((*v)["hex"].get<std::string>());
+  };
+  auto chunk = decode<Chunk>(bytes_of("chunk_tool_call_delta"));
+  ASSERT_TRUE(chunk) << chunk.error().message;
+  EXPECT_EQ(chunk.value(), testing::golden_chunk_tool_call().chunk);
+
+  auto reset = decode<StreamReset>(bytes_of("reset"));
+  ASSERT_TRUE(reset) << reset.error().message;
+  EXPECT_EQ(reset.value(), testing::golden_reset().reset);
+
+  auto end = decode<JobEnd>(bytes_of("job_end"));
+  ASSERT_TRUE(end) << end.error().message;
+  EXPECT_EQ(end.value().job_id, "job-0001");
+
+  // And the other way: a chunk without `delivery` is a ChunkHeader of delivery 0.
+  auto header = decode<ChunkHeader>(bytes_of("chunk_content"));
+  ASSERT_TRUE(header) << header.error().message;
+  EXPECT_EQ(header.value().delivery, 0u);
+  EXPECT_EQ(header.value().chunk.content, "It is");
 }
 
 }  // namespace

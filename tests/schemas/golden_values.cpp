@@ -163,6 +163,21 @@ Ready golden_ready() {
   return r;
 }
 
+// What a client identity that is not an admin gets from a CURVE broker: the number of workers
+// and its own counts only (here a gateway with two tenants).
+StatusReply golden_status_reply_scoped() {
+  StatusReply s;
+  s.broker_id = "broker-7f3a";
+  s.uptime_ms = 3600000;
+  s.queue_limit = 10000;
+  s.payload_bytes_limit = 536870912;
+  s.worker_count = 2;
+  s.identity = "gateway-1";
+  s.clients["gateway-1/team-a"] = ClientCounters{3, 2, 120, 110, 5, 0};
+  s.clients["gateway-1/team-b"] = ClientCounters{0, 1, 9, 8, 0, 1};
+  return s;
+}
+
 StatusReply golden_status_reply() {
   StatusReply s;
   s.broker_id = "broker-7f3a";
@@ -192,7 +207,35 @@ StatusReply golden_status_reply() {
   s.workers = {a, b};
   s.providers["claude"] = {900, 880, 20, 31, 12, 410000, 95000};
   s.providers["openai"] = {1500, 1490, 10, 44, 0, 700000, 120000};
+  QuotaStatus openai;
+  openai.key = "openai";
+  openai.rpm = 600;
+  openai.tpm = 150000;
+  openai.concurrency = 64;
+  openai.requests_last_minute = 596;
+  openai.tokens_last_minute = 141200;
+  openai.running = 40;
+  openai.waiting = 1100;
+  QuotaStatus model;
+  model.key = "openai/gpt-4o-mini";
+  model.paused_ms = 1800;
+  model.paused_reason = "rate_limited from host-a:4242:9c1e";
+  model.breaker = "open";
+  model.breaker_ms = 25000;
+  s.quotas = {openai, model};
   return s;
+}
+
+ProviderHealth golden_provider_health() {
+  ProviderHealth h;
+  h.provider = "openai";
+  h.model = "gpt-4o-mini";
+  h.kind = "rate_limited";
+  h.retry_after_ms = 2000;
+  h.limit_requests = 600;
+  h.remaining_requests = 0;
+  h.reset_requests_ms = 1500;
+  return h;
 }
 
 std::vector<GoldenCase> golden_cases() {
@@ -203,10 +246,14 @@ std::vector<GoldenCase> golden_cases() {
   Submit submit_full;
   submit_full.job_id = "batch-42";
   submit_full.provider = "openai";
+  submit_full.model = "gpt-4o-mini";
   submit_full.priority = Priority::batch;
   submit_full.queue_timeout_ms = 600000;
   submit_full.stream = true;
   cases.push_back(make_case("submit_full", "Submit", "submit", "header", submit_full));
+  Submit submit_tenant = golden_submit_minimal();
+  submit_tenant.tenant = "team-a";  // only a gateway identity may set it
+  cases.push_back(make_case("submit_tenant", "Submit", "submit", "header", submit_tenant));
 
   Request minimal;
   minimal.provider = "ollama";
@@ -231,7 +278,9 @@ std::vector<GoldenCase> golden_cases() {
 
   cases.push_back(make_case("cancel", "Cancel", "cancel", "header", Cancel{kJobId}));
   cases.push_back(
-      make_case("job_header", "JobHeader", "job", "header", JobHeader{kJobId, 1, true}));
+      make_case("job_header", "JobHeader", "job", "header", JobHeader{kJobId, 1, true, {}}));
+  cases.push_back(make_case("job_header_open_targets", "JobHeader", "job", "header",
+                            JobHeader{kJobId, 1, false, {"openai/gpt-4o-mini"}}));
 
   Chunk content_chunk;
   content_chunk.job_id = kJobId;
@@ -274,8 +323,12 @@ std::vector<GoldenCase> golden_cases() {
   cases.push_back(make_case("heartbeat_client", "Heartbeat", "heartbeat", "header", Heartbeat{}));
   cases.push_back(
       make_case("disconnect", "Disconnect", "disconnect", "header", Disconnect{"shutting down"}));
+  cases.push_back(make_case("provider_health_rate_limited", "ProviderHealth", "provider_health",
+                            "header", golden_provider_health()));
   cases.push_back(
       make_case("status_reply", "StatusReply", "status", "header", golden_status_reply()));
+  cases.push_back(make_case("status_reply_scoped", "StatusReply", "status", "header",
+                            golden_status_reply_scoped()));
 
   GoldenCase status_request;
   status_request.name = "status_request";
@@ -288,18 +341,6 @@ std::vector<GoldenCase> golden_cases() {
   };
   cases.push_back(status_request);
   return cases;
-}
-
-std::string to_hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (const char ch : bytes) {
-    const auto b = static_cast<unsigned char>(ch);
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0x0F]);
-  }
-  return out;
 }
 
 std::string from_hex(std::string_view hex) {

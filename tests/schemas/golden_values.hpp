@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dispatch/common/strings.hpp"
 #include "dispatch/protocol/codec.hpp"
 
 namespace dispatch::protocol::testing {
@@ -32,8 +33,10 @@ ChunkHeader golden_chunk_tool_call();
 ResetHeader golden_reset();
 Ready golden_ready();
 StatusReply golden_status_reply();
+StatusReply golden_status_reply_scoped();
+ProviderHealth golden_provider_health();
 
-std::string to_hex(std::string_view bytes);
+// The inverse of dispatch::to_hex (dispatch/common/strings.hpp), for the file's "hex" fields.
 std::string from_hex(std::string_view hex);
 
 }  // namespace dispatch::protocol::testing

@@ -47,6 +47,12 @@ void check_stable(std::string_view bytes, uint64_t iteration) {
   if (!first) return;
   const std::string again = encode(first.value());
   auto second = decode<T>(again);
+  // The decoding memory bound is relative to the input's size: a value read from a wasteful
+  // encoding may be refused in the shortest one. That is the bound at work, not a bug.
+  if (!second && again.size() < bytes.size() &&
+      second.error().message.find("decoded size would exceed") != std::string::npos) {
+    return;
+  }
   ASSERT_TRUE(second) << "iteration " << iteration << ": " << second.error().message;
   ASSERT_TRUE(second.value() == first.value()) << "iteration " << iteration;
 }

@@ -1,4 +1,5 @@
-// send/receive helpers over a real ROUTER/DEALER pair (inproc, so no ports and no timing).
+// send/receive helpers over a real ROUTER/DEALER pair (inproc, so no ports and no timing; one
+// test of the frame limit needs loopback TCP).
 
 #include "dispatch/protocol/zmq_io.hpp"
 
@@ -50,7 +51,7 @@ TEST_F(ZmqIo, SocketOptionSetsTheFrameLimit) {
 }
 
 TEST_F(ZmqIo, DealerToRouterAndBack) {
-  const std::string header = encode(Submit{"job-1", "ollama", Priority::normal, 0, true});
+  const std::string header = encode(Submit{"job-1", "ollama", Priority::normal, 0, true, ""});
   const std::string payload(1 << 20, 'p');  // a large payload frame survives intact
   ASSERT_TRUE(send_message(dealer_, Command::submit, header, payload));
 
@@ -140,6 +141,50 @@ TEST_F(ZmqIo, OneIncomingMessageReusedForManyMessages) {
   // Whatever is still in flight arrives within the deadline.
   while (received < kCount && receive_within(router_, in, true)) ++received;
   EXPECT_EQ(received, kCount);
+}
+
+// ZMQ_MAXMSGSIZE acts on stream transports only (not inproc), so this one runs over loopback
+// TCP: a frame of exactly Limits::max_message_bytes arrives; one byte more costs the sender its
+// connection and never arrives (PROTOCOL.md, Limits).
+TEST(ZmqIoTcp, ExactlyTheFrameLimitArrivesAndOneByteMoreDoesNot) {
+  zmq::context_t context{1};
+  zmq::socket_t router{context, zmq::socket_type::router};
+  zmq::socket_t dealer{context, zmq::socket_type::dealer};
+  router.set(zmq::sockopt::linger, 0);
+  dealer.set(zmq::sockopt::linger, 0);
+  apply_protocol_socket_options(router);
+  router.bind("tcp://127.0.0.1:*");
+  dealer.set(zmq::sockopt::routing_id, "client-1");
+  dealer.set(zmq::sockopt::reconnect_ivl, 10);
+  dealer.connect(router.get(zmq::sockopt::last_endpoint));
+
+  const std::string header = encode(Submit{"job-1", "ollama", Priority::normal, 0, false, ""});
+  const std::string exact(Limits::max_message_bytes, 'x');
+  ASSERT_TRUE(send_message(dealer, Command::submit, header, exact, SendMode::blocking));
+  IncomingMessage in;
+  ASSERT_TRUE(receive_within(router, in, true, 30s));
+  auto parsed = in.parse();
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  EXPECT_EQ(parsed.value().payload.size(), Limits::max_message_bytes);
+
+  const std::string over(Limits::max_message_bytes + 1, 'x');
+  ASSERT_TRUE(send_message(dealer, Command::submit, header, over, SendMode::blocking));
+  // The router drops that connection and the dealer reconnects; small probes are sent until
+  // one gets through. Nothing received before it may be the oversized frame.
+  const std::string probe_header =
+      encode(Submit{"probe", "ollama", Priority::normal, 0, false, ""});
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  bool probed = false;
+  while (!probed && std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(send_message(dealer, Command::submit, probe_header, "p", SendMode::blocking));
+    while (receive_within(router, in, true, 100ms)) {
+      auto message = in.parse();
+      ASSERT_TRUE(message) << message.error().message;
+      ASSERT_LT(message.value().payload.size(), Limits::max_message_bytes);
+      probed = true;
+    }
+  }
+  EXPECT_TRUE(probed) << "the connection never came back";
 }
 
 }  // namespace

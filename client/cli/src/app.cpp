@@ -3,50 +3,60 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 
 #include "dispatch/cli/batch.hpp"
 #include "dispatch/cli/exit_codes.hpp"
 #include "dispatch/cli/json_output.hpp"
 #include "dispatch/client.hpp"
+#include "dispatch/common/result.hpp"
+#include "dispatch/protocol/broker_keys.hpp"
 
 namespace dispatch::cli {
 
 namespace {
 
 constexpr const char* kExitCodesHelp =
-    "Exit codes: 0 success; 1 the job failed (chat) or lines were left incomplete (batch); "
-    "2 usage error; 3 broker unreachable; 4 batch output locked by another run.";
+    "Exit codes: 0 success; 1 the job failed (chat) or lines were left incomplete (batch), or "
+    "keygen refused; 2 usage error; 3 broker unreachable; 4 batch output locked by another "
+    "run; 5 the broker refused the connection (CURVE keys).";
+
+// CURVE key files of chat, batch and status; each falls back to its environment variable.
+struct KeyArgs {
+  std::string broker_key;    // the broker's NAME.key
+  std::string curve_secret;  // our own NAME.key_secret
+};
 
 struct ChatArgs {
   std::string broker;
+  KeyArgs keys;
   std::string provider;
   std::string model;
+  // Given at all (`--fallback ''` is one empty element): exactly this chain.
   std::vector<std::string> fallbacks;
   bool stream = false;
-  double temperature = 0;
-  uint32_t max_tokens = 0;
-  double top_p = 0;
+  // Unset: not sent, so the worker's default applies.
+  std::optional<double> temperature;
+  std::optional<uint32_t> max_tokens;
+  std::optional<double> top_p;
   std::vector<std::string> stop;
-  uint32_t timeout_ms = 0;
-  uint32_t retry_count = 0;
+  std::optional<uint32_t> timeout_ms;
+  std::optional<uint32_t> retry_count;
   std::string system;
   std::string priority = "interactive";
   bool json = false;
   std::string prompt;
-  CLI::Option* temperature_option = nullptr;
-  CLI::Option* max_tokens_option = nullptr;
-  CLI::Option* top_p_option = nullptr;
-  CLI::Option* timeout_option = nullptr;
-  CLI::Option* retry_option = nullptr;
-  CLI::Option* fallback_option = nullptr;
 };
 
 struct BatchArgs {
   std::string broker;
+  KeyArgs keys;
   std::string input;
   std::string output;
   std::size_t concurrency = 64;
@@ -55,13 +65,41 @@ struct BatchArgs {
 
 struct StatusArgs {
   std::string broker;
+  KeyArgs keys;
   bool json = false;
   uint32_t timeout_ms = 3000;
 };
 
 int exit_code_for(const DispatchError& error) {
-  return error.code() == client_code::broker_unreachable ? exit_code::broker_unreachable
-                                                         : exit_code::failed;
+  if (error.code() == client_code::broker_unreachable) return exit_code::broker_unreachable;
+  if (is_connection_refusal(error)) return exit_code::refused;
+  return exit_code::failed;
+}
+
+std::string environment(std::string_view name) {
+  const char* value = std::getenv(std::string(name).c_str());
+  return value != nullptr ? value : "";
+}
+
+// The client's options for --broker and the key files (flag, else environment), or the usage
+// error: one key alone, an unreadable file, a secret key others may read.
+Result<ClientOptions, std::string> client_options(const std::string& broker, const KeyArgs& keys) {
+  using namespace dispatch::protocol;
+  const std::array<KeyFileCandidate, 2> broker_key{{
+      {keys.broker_key, std::string(kBrokerKeyFlag)},
+      {environment(kBrokerKeyEnv), std::string(kBrokerKeyEnv)},
+  }};
+  const std::array<KeyFileCandidate, 2> curve_secret{{
+      {keys.curve_secret, std::string(kCurveSecretFlag)},
+      {environment(kCurveSecretEnv), std::string(kCurveSecretEnv)},
+  }};
+  auto loaded = load_broker_keys(broker_key, curve_secret);
+  if (!loaded) return fail(std::move(loaded).error());
+  ClientOptions options;
+  options.broker_endpoint = broker;
+  options.broker_public_key = std::move(loaded->broker_public_key);
+  options.curve_keys = std::move(loaded->own);
+  return options;
 }
 
 void print_error(const DispatchError& error, bool json, CliStreams& io) {
@@ -86,107 +124,138 @@ void print_answer_tail(const DispatchResponse& response, CliStreams& io) {
   }
 }
 
-int run_chat(ChatArgs& args, CliStreams io) {
-  const auto priority = priority_from_string(args.priority);
-  if (!priority) {
-    io.err << "error: --priority must be interactive, normal or batch\n";
-    return exit_code::usage;
+// "P/M" texts as a fallback chain; "P/" or "P" alone (no model) adds nothing, so that
+// `--fallback ''` means "no fallback" even where the worker config has a default chain.
+Result<std::vector<Target>, std::string> parse_fallbacks(const std::vector<std::string>& texts) {
+  std::vector<Target> targets;
+  try {
+    for (const auto& text : texts) {
+      if (auto target = parse_optional_target(text)) targets.push_back(std::move(*target));
+    }
+  } catch (const InvalidTargetError& e) {
+    return fail(std::string("--fallback: ") + e.what());
   }
+  return targets;
+}
+
+// The request `dispatch chat` sends, or the usage error that prevents it.
+Result<DispatchRequest, std::string> build_chat_request(ChatArgs& args) {
+  const auto priority = priority_from_string(args.priority);
+  if (!priority) return std::string("--priority must be interactive, normal or batch");
   std::vector<Message> messages;
   if (!args.system.empty()) messages.push_back(Message::system(args.system));
-  if (args.prompt == "-") {
-    args.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
-  }
+  if (args.prompt == "-") args.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
   messages.push_back(Message::user(args.prompt));
   DispatchRequest request(args.provider, args.model, std::move(messages));
   request.with_priority(*priority).with_stop(args.stop).with_stream(args.stream);
-  if (args.temperature_option->count() != 0) request.with_temperature(args.temperature);
-  if (args.max_tokens_option->count() != 0) request.with_max_tokens(args.max_tokens);
-  if (args.top_p_option->count() != 0) request.with_top_p(args.top_p);
-  if (args.timeout_option->count() != 0) request.with_timeout_ms(args.timeout_ms);
-  if (args.retry_option->count() != 0) request.with_retry_count(args.retry_count);
-  if (args.fallback_option->count() != 0) {
-    // Given at all: exactly this chain. "P/" or "P" alone (no model) adds nothing, so
-    // `--fallback ''` means "no fallback" even where the worker config has a default chain.
-    std::vector<Target> targets;
-    try {
-      for (const auto& text : args.fallbacks) {
-        if (auto target = parse_optional_target(text)) targets.push_back(std::move(*target));
-      }
-    } catch (const InvalidTargetError& e) {
-      io.err << "error: --fallback: " << e.what() << "\n";
-      return exit_code::usage;
+  if (args.temperature) request.with_temperature(*args.temperature);
+  if (args.max_tokens) request.with_max_tokens(*args.max_tokens);
+  if (args.top_p) request.with_top_p(*args.top_p);
+  if (args.timeout_ms) request.with_timeout_ms(*args.timeout_ms);
+  if (args.retry_count) request.with_retry_count(*args.retry_count);
+  if (!args.fallbacks.empty()) {
+    auto targets = parse_fallbacks(args.fallbacks);
+    if (!targets) return std::move(targets).error();
+    request.with_fallbacks(std::move(targets).value());
+  }
+  return request;
+}
+
+void print_answer(const DispatchResponse& response, bool json, CliStreams& io) {
+  if (json) {
+    io.out << dump_line(response_to_json(response)) << "\n";
+  } else {
+    io.out << response.content;
+    if (response.content.empty() || response.content.back() != '\n') io.out << "\n";
+    print_answer_tail(response, io);
+  }
+  io.out.flush();
+}
+
+// Prints a streamed answer as it arrives, then finishes or repairs it from the final response.
+class StreamPrinter {
+ public:
+  StreamPrinter(bool json, CliStreams& io) : json_(json), io_(io) {}
+
+  void on_event(const StreamEvent& event) {
+    if (json_) {
+      io_.out << dump_line(event_to_json(event)) << "\n";
+      io_.out.flush();
+      return;
     }
-    request.with_fallbacks(std::move(targets));
+    switch (event.type) {
+      case StreamEvent::Type::chunk:
+        io_.out << event.content;
+        io_.out.flush();
+        shown_ += event.content;
+        break;
+      case StreamEvent::Type::reset:
+        io_.out << "\n";
+        io_.out.flush();
+        io_.err << "[stream restarted: " << event.reason << "]\n";
+        io_.err.flush();
+        shown_.clear();
+        gap_ = false;
+        break;
+      case StreamEvent::Type::gap:
+        io_.err << fmt::format("\n[stream gap: chunks {}..{} were dropped]\n", event.expected_seq,
+                               event.seq - 1);
+        gap_ = true;
+        break;
+    }
   }
 
-  ClientOptions options;
-  options.broker_endpoint = args.broker;
+  // The final response holds the whole answer: print what the chunks did not.
+  void finish(const DispatchResponse& response) {
+    if (json_) {
+      io_.out << dump_line(response_to_json(response)) << "\n";
+    } else {
+      if (!gap_ && response.content.compare(0, shown_.size(), shown_) == 0) {
+        io_.out << response.content.substr(shown_.size());
+      } else {
+        io_.err << "\n[some chunks were lost; the complete answer follows]\n";
+        io_.out << "\n" << response.content;
+      }
+      if (response.content.empty() || response.content.back() != '\n') io_.out << "\n";
+      print_answer_tail(response, io_);
+    }
+    io_.out.flush();
+  }
+
+ private:
+  bool json_;
+  CliStreams& io_;
+  std::string shown_;  // the text printed since the last reset
+  bool gap_ = false;
+};
+
+int run_chat(ChatArgs& args, CliStreams io) {
+  auto request = build_chat_request(args);
+  if (!request) {
+    io.err << "error: " << request.error() << "\n";
+    return exit_code::usage;
+  }
+  auto options = client_options(args.broker, args.keys);
+  if (!options) {
+    io.err << "error: " << options.error() << "\n";
+    return exit_code::usage;
+  }
   std::unique_ptr<Client> client;
   try {
-    client = std::make_unique<Client>(options);
+    client = std::make_unique<Client>(*options);
   } catch (const std::invalid_argument& e) {
     io.err << "error: " << e.what() << "\n";
     return exit_code::usage;
   }
-
   try {
     if (!args.stream) {
-      auto response = client->dispatch(request);
-      if (args.json) {
-        io.out << dump_line(response_to_json(response)) << "\n";
-      } else {
-        io.out << response.content;
-        if (response.content.empty() || response.content.back() != '\n') io.out << "\n";
-        print_answer_tail(response, io);
-      }
-      io.out.flush();
+      print_answer(client->dispatch(*request), args.json, io);
       return exit_code::ok;
     }
-
-    std::string shown;  // the text printed since the last reset
-    bool gap = false;
-    auto response = client->dispatch_stream(request, [&](const StreamEvent& event) {
-      if (args.json) {
-        io.out << dump_line(event_to_json(event)) << "\n";
-        io.out.flush();
-        return;
-      }
-      switch (event.type) {
-        case StreamEvent::Type::chunk:
-          io.out << event.content;
-          io.out.flush();
-          shown += event.content;
-          break;
-        case StreamEvent::Type::reset:
-          io.out << "\n";
-          io.out.flush();
-          io.err << "[stream restarted: " << event.reason << "]\n";
-          io.err.flush();
-          shown.clear();
-          gap = false;
-          break;
-        case StreamEvent::Type::gap:
-          io.err << fmt::format("\n[stream gap: chunks {}..{} were dropped]\n", event.expected_seq,
-                                event.seq - 1);
-          gap = true;
-          break;
-      }
-    });
-    if (args.json) {
-      io.out << dump_line(response_to_json(response)) << "\n";
-    } else {
-      // The final response holds the whole answer: finish or repair what was shown.
-      if (!gap && response.content.compare(0, shown.size(), shown) == 0) {
-        io.out << response.content.substr(shown.size());
-      } else {
-        io.err << "\n[some chunks were lost; the complete answer follows]\n";
-        io.out << "\n" << response.content;
-      }
-      if (response.content.empty() || response.content.back() != '\n') io.out << "\n";
-      print_answer_tail(response, io);
-    }
-    io.out.flush();
+    StreamPrinter printer(args.json, io);
+    auto response =
+        client->dispatch_stream(*request, [&](const StreamEvent& e) { printer.on_event(e); });
+    printer.finish(response);
     return exit_code::ok;
   } catch (const DispatchError& e) {
     if (args.stream && !args.json) io.out << "\n";
@@ -196,10 +265,13 @@ int run_chat(ChatArgs& args, CliStreams io) {
 }
 
 int run_status(const StatusArgs& args, CliStreams io) {
-  ClientOptions options;
-  options.broker_endpoint = args.broker;
+  auto options = client_options(args.broker, args.keys);
+  if (!options) {
+    io.err << "error: " << options.error() << "\n";
+    return exit_code::usage;
+  }
   try {
-    Client client(options);
+    Client client(*options);
     const auto status = client.status(std::chrono::milliseconds(args.timeout_ms));
     if (args.json) {
       io.out << dump_line(status_to_json(status)) << "\n";
@@ -214,7 +286,7 @@ int run_status(const StatusArgs& args, CliStreams io) {
     } else {
       io.err << "error: " << e.what() << "\n";
     }
-    return exit_code::broker_unreachable;
+    return is_connection_refusal(e) ? exit_code::refused : exit_code::broker_unreachable;
   } catch (const std::invalid_argument& e) {
     io.err << "error: " << e.what() << "\n";
     return exit_code::usage;
@@ -227,18 +299,62 @@ int run_batch_command(const BatchArgs& args, CliStreams io) {
     io.err << "error: --priority must be interactive, normal or batch\n";
     return exit_code::usage;
   }
+  auto client = client_options(args.broker, args.keys);
+  if (!client) {
+    io.err << "error: " << client.error() << "\n";
+    return exit_code::usage;
+  }
   BatchOptions options;
   options.input_path = args.input;
   options.output_path = args.output;
   options.concurrency = args.concurrency;
   options.priority = *priority;
-  options.client.broker_endpoint = args.broker;
+  options.client = std::move(*client);
   try {
     return run_batch(options, io.err, io.err_is_tty);
   } catch (const std::invalid_argument& e) {
     io.err << "error: " << e.what() << "\n";
     return exit_code::usage;
   }
+}
+
+// `dispatch keygen DIR/NAME`: a new CURVE key pair in ZeroMQ's certificate files.
+int run_keygen(const std::string& path_base, CliStreams io) {
+  namespace fs = std::filesystem;
+  const fs::path base(path_base);
+  const std::string name = base.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    io.err << "error: keygen: give DIR/NAME (it writes NAME.key and NAME.key_secret in DIR)\n";
+    return exit_code::usage;
+  }
+  if (name.ends_with(protocol::kPublicCertificateSuffix) ||
+      name.ends_with(protocol::kSecretCertificateSuffix)) {
+    io.err << "error: keygen: give the name without .key or .key_secret\n";
+    return exit_code::usage;
+  }
+  std::error_code ec;
+  if (base.has_parent_path()) fs::create_directories(base.parent_path(), ec);
+  if (ec) {
+    io.err << "error: " << base.parent_path().string() << ": cannot create: " << ec.message()
+           << "\n";
+    return exit_code::failed;
+  }
+  auto keys = protocol::generate_curve_keys();
+  if (!keys) {
+    io.err << "error: " << keys.error() << "\n";
+    return exit_code::failed;
+  }
+  if (auto saved = protocol::save_certificate(path_base, *keys); !saved) {
+    io.err << "error: " << saved.error() << "\n";
+    return exit_code::failed;
+  }
+  io.out << "wrote " << path_base << protocol::kPublicCertificateSuffix
+         << " (public: copy it to the broker's allow-list directory, or to peers)\n"
+         << "wrote " << path_base << protocol::kSecretCertificateSuffix
+         << " (secret, mode 0600: keep it on this host)\n"
+         << "public key: " << keys->public_key << "\n";
+  io.out.flush();
+  return exit_code::ok;
 }
 
 }  // namespace
@@ -248,63 +364,78 @@ std::string default_broker_endpoint() {
   return from_env != nullptr && *from_env != '\0' ? from_env : kDefaultBrokerEndpoint;
 }
 
-int run_cli(const std::vector<std::string>& args, CliStreams io) {
-  CLI::App app{"dispatch — send chat requests through an LLM Dispatcher broker", "dispatch"};
-  app.footer(kExitCodesHelp);
-  app.require_subcommand(1);
-  const std::string broker_help =
-      "Broker frontend endpoint (default $DISPATCH_BROKER or tcp://127.0.0.1:5555)";
+namespace {
 
-  ChatArgs chat;
+const char* const kBrokerHelp =
+    "Broker frontend endpoint (default $DISPATCH_BROKER or tcp://127.0.0.1:5555)";
+
+void add_key_options(CLI::App* cmd, KeyArgs& keys) {
+  cmd->add_option("--broker-key", keys.broker_key,
+                  "CURVE: the broker's public key file NAME.key (default $DISPATCH_BROKER_KEY)");
+  cmd->add_option("--curve-secret", keys.curve_secret,
+                  "CURVE: this client's secret key file NAME.key_secret, mode 0600 (default "
+                  "$DISPATCH_CURVE_SECRET)");
+}
+
+CLI::App* add_chat_command(CLI::App& app, ChatArgs& chat) {
   chat.broker = default_broker_endpoint();
-  auto* chat_cmd = app.add_subcommand("chat", "Ask one question and print the answer");
-  chat_cmd->add_option("--broker", chat.broker, broker_help);
-  chat_cmd
-      ->add_option("--provider", chat.provider, "Provider name (ollama, ali, openai, claude, …)")
+  auto* cmd = app.add_subcommand("chat", "Ask one question and print the answer");
+  cmd->add_option("--broker", chat.broker, kBrokerHelp);
+  add_key_options(cmd, chat.keys);
+  cmd->add_option("--provider", chat.provider, "Provider name (ollama, ali, openai, claude, …)")
       ->required();
-  chat_cmd->add_option("--model", chat.model, "Model name at that provider")->required();
-  chat.fallback_option =
-      chat_cmd
-          ->add_option(
-              "--fallback", chat.fallbacks,
-              "Fallback target provider/model (repeatable; split on the first '/'; an empty model "
-              "means no fallback)")
-          ->allow_extra_args(false);
-  chat_cmd->add_flag("--stream", chat.stream, "Print the answer as it arrives");
-  chat.temperature_option = chat_cmd->add_option("--temperature", chat.temperature, "0.0–2.0")
-                                ->check(CLI::Range(0.0, 2.0));
-  chat.max_tokens_option =
-      chat_cmd->add_option("--max-tokens", chat.max_tokens, "Answer length cap");
-  chat.top_p_option = chat_cmd->add_option("--top-p", chat.top_p, "Nucleus sampling 0.0–1.0")
-                          ->check(CLI::Range(0.0, 1.0));
-  chat_cmd->add_option("--stop", chat.stop, "Stop sequence (repeatable)")->allow_extra_args(false);
-  chat.timeout_option =
-      chat_cmd->add_option("--timeout-ms", chat.timeout_ms, "Total deadline (default 30000)");
-  chat.retry_option =
-      chat_cmd->add_option("--retry-count", chat.retry_count, "Retries per target (default 3)");
-  chat_cmd->add_option("--system", chat.system, "System prompt");
-  chat_cmd->add_option("--priority", chat.priority, "interactive (default), normal or batch");
-  chat_cmd->add_flag("--json", chat.json, "Print one JSON object (JSON lines with --stream)");
-  chat_cmd->add_option("prompt", chat.prompt, "The question ('-' reads stdin)")->required();
+  cmd->add_option("--model", chat.model, "Model name at that provider")->required();
+  cmd->add_option("--fallback", chat.fallbacks,
+                  "Fallback target provider/model (repeatable; split on the first '/'; an empty "
+                  "model means no fallback)")
+      ->allow_extra_args(false);
+  cmd->add_flag("--stream", chat.stream, "Print the answer as it arrives");
+  cmd->add_option("--temperature", chat.temperature, "0.0–2.0")->check(CLI::Range(0.0, 2.0));
+  cmd->add_option("--max-tokens", chat.max_tokens, "Answer length cap");
+  cmd->add_option("--top-p", chat.top_p, "Nucleus sampling 0.0–1.0")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--stop", chat.stop, "Stop sequence (repeatable)")->allow_extra_args(false);
+  cmd->add_option("--timeout-ms", chat.timeout_ms, "Total deadline (default 30000)");
+  cmd->add_option("--retry-count", chat.retry_count, "Retries per target (default 3)");
+  cmd->add_option("--system", chat.system, "System prompt");
+  cmd->add_option("--priority", chat.priority, "interactive (default), normal or batch");
+  cmd->add_flag("--json", chat.json, "Print one JSON object (JSON lines with --stream)");
+  cmd->add_option("prompt", chat.prompt, "The question ('-' reads stdin)")->required();
+  return cmd;
+}
 
-  BatchArgs batch;
+CLI::App* add_batch_command(CLI::App& app, BatchArgs& batch) {
   batch.broker = default_broker_endpoint();
-  auto* batch_cmd = app.add_subcommand("batch", "Run an OpenAI Batch API JSONL file (resumable)");
-  batch_cmd->add_option("input", batch.input, "Input JSONL")->required()->check(CLI::ExistingFile);
-  batch_cmd->add_option("-o,--output", batch.output, "Output JSONL (appended; resumable)")
-      ->required();
-  batch_cmd->add_option("--broker", batch.broker, broker_help);
-  batch_cmd->add_option("--concurrency", batch.concurrency, "Jobs in flight (default 64)")
+  auto* cmd = app.add_subcommand("batch", "Run an OpenAI Batch API JSONL file (resumable)");
+  cmd->add_option("input", batch.input, "Input JSONL")->required()->check(CLI::ExistingFile);
+  cmd->add_option("-o,--output", batch.output, "Output JSONL (appended; resumable)")->required();
+  cmd->add_option("--broker", batch.broker, kBrokerHelp);
+  add_key_options(cmd, batch.keys);
+  cmd->add_option("--concurrency", batch.concurrency, "Jobs in flight (default 64)")
       ->check(CLI::Range(1, 100000));
-  batch_cmd->add_option("--priority", batch.priority, "batch (default), normal or interactive");
+  cmd->add_option("--priority", batch.priority, "batch (default), normal or interactive");
+  return cmd;
+}
 
-  StatusArgs status;
+CLI::App* add_status_command(CLI::App& app, StatusArgs& status) {
   status.broker = default_broker_endpoint();
-  auto* status_cmd = app.add_subcommand("status", "Show the broker's workers, queue and counters");
-  status_cmd->add_option("--broker", status.broker, broker_help);
-  status_cmd->add_flag("--json", status.json, "Print one JSON object");
-  status_cmd->add_option("--timeout-ms", status.timeout_ms, "How long to wait (default 3000)");
+  auto* cmd = app.add_subcommand("status", "Show the broker's workers, queue and counters");
+  cmd->add_option("--broker", status.broker, kBrokerHelp);
+  add_key_options(cmd, status.keys);
+  cmd->add_flag("--json", status.json, "Print one JSON object");
+  cmd->add_option("--timeout-ms", status.timeout_ms, "How long to wait (default 3000)");
+  return cmd;
+}
 
+CLI::App* add_keygen_command(CLI::App& app, std::string& path_base) {
+  auto* cmd = app.add_subcommand(
+      "keygen", "Write a new CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret");
+  cmd->add_option("path", path_base, "DIR/NAME")->required();
+  return cmd;
+}
+
+// Parses args[1..]; an exit code when there is nothing to run (help, or a usage error).
+std::optional<int> parse_command_line(CLI::App& app, const std::vector<std::string>& args,
+                                      CliStreams& io) {
   std::vector<std::string> reversed(args.begin() + (args.empty() ? 0 : 1), args.end());
   std::reverse(reversed.begin(), reversed.end());
   try {
@@ -323,9 +454,29 @@ int run_cli(const std::vector<std::string>& args, CliStreams io) {
     }
     return exit_code::usage;
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int run_cli(const std::vector<std::string>& args, CliStreams io) {
+  CLI::App app{"dispatch — send chat requests through an LLM Dispatcher broker; make CURVE keys",
+               "dispatch"};
+  app.footer(kExitCodesHelp);
+  app.require_subcommand(1);
+  ChatArgs chat;
+  BatchArgs batch;
+  StatusArgs status;
+  auto* chat_cmd = add_chat_command(app, chat);
+  auto* batch_cmd = add_batch_command(app, batch);
+  auto* status_cmd = add_status_command(app, status);
+  std::string keygen_path;
+  auto* keygen_cmd = add_keygen_command(app, keygen_path);
+  if (auto done = parse_command_line(app, args, io)) return *done;
   if (chat_cmd->parsed()) return run_chat(chat, io);
   if (batch_cmd->parsed()) return run_batch_command(batch, io);
   if (status_cmd->parsed()) return run_status(status, io);
+  if (keygen_cmd->parsed()) return run_keygen(keygen_path, io);
   io.err << app.help();
   return exit_code::usage;
 }

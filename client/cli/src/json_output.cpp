@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 
 #include "dispatch/request.hpp"
@@ -10,12 +11,6 @@
 namespace dispatch::cli {
 
 using nlohmann::json;
-
-json usage_to_json(const Usage& usage) {
-  return json{{"prompt_tokens", usage.prompt_tokens},
-              {"completion_tokens", usage.completion_tokens},
-              {"total_tokens", usage.total_tokens}};
-}
 
 json attempt_to_json(const Attempt& attempt) {
   json out{{"provider", attempt.provider},
@@ -27,16 +22,6 @@ json attempt_to_json(const Attempt& attempt) {
   if (!attempt.code.empty()) out["code"] = attempt.code;
   if (!attempt.message.empty()) out["message"] = attempt.message;
   if (!attempt.note.empty()) out["note"] = attempt.note;
-  return out;
-}
-
-json tool_calls_to_openai(const std::vector<protocol::ToolCall>& calls) {
-  json out = json::array();
-  for (const auto& call : calls) {
-    out.push_back(json{{"id", call.id},
-                       {"type", "function"},
-                       {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
-  }
   return out;
 }
 
@@ -100,6 +85,30 @@ json event_to_json(const StreamEvent& event) {
   return json{{"event", "unknown"}};
 }
 
+namespace {
+
+json quotas_to_json(const std::vector<protocol::QuotaStatus>& quotas) {
+  json rows = json::array();
+  const auto optional = [](const auto& value) { return value ? json(*value) : json(nullptr); };
+  for (const auto& q : quotas) {
+    rows.push_back(json{{"key", q.key},
+                        {"rpm", optional(q.rpm)},
+                        {"tpm", optional(q.tpm)},
+                        {"concurrency", optional(q.concurrency)},
+                        {"requests_last_minute", q.requests_last_minute},
+                        {"tokens_last_minute", q.tokens_last_minute},
+                        {"running", q.running},
+                        {"waiting", q.waiting},
+                        {"paused_ms", optional(q.paused_ms)},
+                        {"paused_reason", q.paused_reason},
+                        {"breaker", q.breaker.empty() ? "closed" : q.breaker},
+                        {"breaker_ms", optional(q.breaker_ms)}});
+  }
+  return rows;
+}
+
+}  // namespace
+
 json status_to_json(const protocol::StatusReply& status) {
   json queue = json::object();
   for (std::size_t level = 0; level < status.queue_depth.size(); ++level) {
@@ -129,14 +138,29 @@ json status_to_json(const protocol::StatusReply& status) {
                            {"prompt_tokens", counters.prompt_tokens},
                            {"completion_tokens", counters.completion_tokens}};
   }
-  return json{{"broker_id", status.broker_id},   {"uptime_ms", status.uptime_ms},
-              {"queue_depth", std::move(queue)}, {"queue_limit", status.queue_limit},
-              {"in_flight", status.in_flight},   {"finished_kept", status.finished_kept},
-              {"workers", std::move(workers)},   {"providers", std::move(providers)}};
-}
-
-std::string dump_line(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+  json clients = json::object();
+  for (const auto& [name, counters] : status.clients) {
+    clients[name] = json{{"queued", counters.queued},       {"running", counters.running},
+                         {"submitted", counters.submitted}, {"succeeded", counters.succeeded},
+                         {"failed", counters.failed},       {"rejected", counters.rejected}};
+  }
+  return json{{"broker_id", status.broker_id},
+              {"uptime_ms", status.uptime_ms},
+              {"queue_depth", std::move(queue)},
+              {"queue_limit", status.queue_limit},
+              {"in_flight", status.in_flight},
+              {"finished_kept", status.finished_kept},
+              {"workers", std::move(workers)},
+              {"providers", std::move(providers)},
+              {"payload_bytes", status.payload_bytes},
+              {"payload_bytes_limit", status.payload_bytes_limit},
+              {"rejected", json(status.rejected)},
+              {"broker_errors", json(status.broker_errors)},
+              {"worker_count", std::max<uint64_t>(status.worker_count, status.workers.size())},
+              {"identity", status.identity},
+              {"clients", std::move(clients)},
+              {"insecure", status.insecure},
+              {"quotas", quotas_to_json(status.quotas)}};
 }
 
 std::string format_duration_ms(uint64_t milliseconds) {
@@ -159,6 +183,20 @@ std::string join(const std::vector<std::string>& items, std::string_view separat
   return out;
 }
 
+// "name count, name count" of a counter map.
+std::string join_counts(const std::map<std::string, uint64_t>& counts) {
+  std::string out;
+  for (const auto& [name, count] : counts) {
+    if (!out.empty()) out += ", ";
+    out += name + " " + std::to_string(count);
+  }
+  return out;
+}
+
+std::string format_mib(uint64_t bytes) {
+  return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+}
+
 // Left-aligned columns sized to their widest cell.
 std::string render_table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> widths;
@@ -178,10 +216,87 @@ std::string render_table(const std::vector<std::vector<std::string>>& rows) {
   return out;
 }
 
+std::string format_number(double value) {
+  return value == static_cast<double>(static_cast<uint64_t>(value))
+             ? std::to_string(static_cast<uint64_t>(value))
+             : fmt::format("{:.1f}", value);
+}
+
+// "used/limit", or just "used" without a limit.
+std::string used_of(uint64_t used, std::optional<double> limit) {
+  return limit ? std::to_string(used) + "/" + format_number(*limit) : std::to_string(used);
+}
+
+std::string format_quota_table(const std::vector<protocol::QuotaStatus>& quotas) {
+  std::vector<std::vector<std::string>> rows{
+      {"QUOTA", "RPM", "TPM", "RUNNING", "WAITING", "PAUSED", "BREAKER"}};
+  for (const auto& q : quotas) {
+    const std::string running =
+        q.concurrency ? fmt::format("{}/{}", q.running, *q.concurrency) : std::to_string(q.running);
+    std::string paused = "-";
+    if (q.paused_ms) paused = format_duration_ms(*q.paused_ms) + " (" + q.paused_reason + ")";
+    std::string breaker = q.breaker.empty() ? "closed" : q.breaker;
+    if (q.breaker_ms) breaker += " " + format_duration_ms(*q.breaker_ms);
+    rows.push_back({q.key, used_of(q.requests_last_minute, q.rpm),
+                    used_of(q.tokens_last_minute, q.tpm), running, std::to_string(q.waiting),
+                    paused, breaker});
+  }
+  return render_table(rows);
+}
+
+}  // namespace
+
+namespace {
+
+// Per-identity counts (a CURVE broker): every one for an admin, the asker's own otherwise.
+std::string format_clients_table(const protocol::StatusReply& status) {
+  if (status.clients.empty()) return {};
+  std::vector<std::vector<std::string>> rows{
+      {"CLIENT", "QUEUED", "RUNNING", "SUBMITTED", "SUCCEEDED", "FAILED", "REJECTED"}};
+  for (const auto& [name, c] : status.clients) {
+    rows.push_back({name, std::to_string(c.queued), std::to_string(c.running),
+                    std::to_string(c.submitted), std::to_string(c.succeeded),
+                    std::to_string(c.failed), std::to_string(c.rejected)});
+  }
+  return "\n" + render_table(rows);
+}
+
+std::string format_workers_table(const protocol::StatusReply& status) {
+  if (status.workers.empty()) return {};
+  std::vector<std::vector<std::string>> rows{
+      {"WORKER", "HOST", "PID", "STATE", "CAPACITY", "IN FLIGHT", "HEARTBEAT", "PROVIDERS"}};
+  for (const auto& worker : status.workers) {
+    rows.push_back({worker.worker_id, worker.host, std::to_string(worker.pid), worker.state,
+                    std::to_string(worker.capacity), std::to_string(worker.in_flight),
+                    format_duration_ms(worker.last_heartbeat_ms_ago) + " ago",
+                    join(worker.providers, ",")});
+  }
+  return "\n" + render_table(rows);
+}
+
+// What a CURVE broker shows an identity that is not an admin: no queue, workers or providers.
+std::string format_scoped_status(const protocol::StatusReply& status) {
+  return fmt::format(
+             "broker {}  up {}\nworkers: {}  (details, the queue and other clients: "
+             "admins only)\n",
+             status.broker_id, format_duration_ms(status.uptime_ms), status.worker_count) +
+         format_clients_table(status);
+}
+
 }  // namespace
 
 std::string format_status_table(const protocol::StatusReply& status) {
   std::string out;
+  if (status.insecure) {
+    out +=
+        "WARNING: this broker runs without CURVE on an endpoint other hosts can reach "
+        "(--insecure): nothing is encrypted or authenticated\n";
+  }
+  if (!status.identity.empty()) out += "you are: " + status.identity + "\n";
+  // A broker always sends the queue depth per priority, except to a non-admin identity.
+  if (status.queue_depth.empty() && !status.identity.empty()) {
+    return out + format_scoped_status(status);
+  }
   std::vector<std::string> depth;
   for (std::size_t level = 0; level < status.queue_depth.size(); ++level) {
     const auto name = level < protocol::kPriorityLevels
@@ -195,19 +310,16 @@ std::string format_status_table(const protocol::StatusReply& status) {
                      format_duration_ms(status.uptime_ms), status.in_flight, status.finished_kept);
   out += fmt::format("queue: {}  (limit {})\n", depth.empty() ? "empty" : join(depth, ", "),
                      status.queue_limit);
-  out += fmt::format("workers: {}  capacity {}\n", status.workers.size(), capacity);
-  if (!status.workers.empty()) {
-    std::vector<std::vector<std::string>> rows{
-        {"WORKER", "HOST", "PID", "STATE", "CAPACITY", "IN FLIGHT", "HEARTBEAT", "PROVIDERS"}};
-    for (const auto& worker : status.workers) {
-      rows.push_back({worker.worker_id, worker.host, std::to_string(worker.pid), worker.state,
-                      std::to_string(worker.capacity), std::to_string(worker.in_flight),
-                      format_duration_ms(worker.last_heartbeat_ms_ago) + " ago",
-                      join(worker.providers, ",")});
-    }
-    out += '\n';
-    out += render_table(rows);
+  if (status.payload_bytes_limit > 0) {
+    out += fmt::format("payload held: {}  (limit {})\n", format_mib(status.payload_bytes),
+                       format_mib(status.payload_bytes_limit));
   }
+  if (!status.rejected.empty()) out += "rejected: " + join_counts(status.rejected) + "\n";
+  if (!status.broker_errors.empty()) {
+    out += "ended by the broker: " + join_counts(status.broker_errors) + "\n";
+  }
+  out += fmt::format("workers: {}  capacity {}\n", status.workers.size(), capacity);
+  out += format_workers_table(status);
   if (!status.providers.empty()) {
     std::vector<std::vector<std::string>> rows{{"PROVIDER", "SUBMITTED", "SUCCEEDED", "FAILED",
                                                 "RETRIED", "FELL OVER", "PROMPT TOKENS",
@@ -221,7 +333,11 @@ std::string format_status_table(const protocol::StatusReply& status) {
     out += '\n';
     out += render_table(rows);
   }
-  return out;
+  if (!status.quotas.empty()) {
+    out += '\n';
+    out += format_quota_table(status.quotas);
+  }
+  return out + format_clients_table(status);
 }
 
 }  // namespace dispatch::cli

@@ -3,7 +3,7 @@
 // The client library: submit chat jobs to a dispatch-broker and get their answers.
 //
 //   dispatch::Client client({.broker_endpoint = "tcp://127.0.0.1:5555"});
-//   auto request = dispatch::DispatchRequest(dispatch::Provider::Ollama, "llama3.2",
+//   auto request = dispatch::DispatchRequest(dispatch::Provider::ollama, "llama3.2",
 //                                            {dispatch::Message::user("Hello, how are you?")})
 //                      .with_temperature(0.7)
 //                      .with_max_tokens(1000);
@@ -24,6 +24,12 @@
 //   * every job has a client-side deadline — the request's timeout_ms (or
 //     default_request_timeout) plus its queue timeout plus deadline_allowance — after which it
 //     fails with TimeoutError, code "client_deadline". Nothing waits forever.
+//
+// Security: against a broker started with --curve-secret, set broker_public_key and
+// curve_keys (or call load_curve_keys). If the broker refuses the connection — our key is not
+// listed, the wrong broker key, CURVE on one side only — every waiting job and status request
+// fails at once with AuthenticationError (codes in errors.hpp, e.g. "broker_auth_refused",
+// message "authentication refused by the broker at ENDPOINT"), not after the ack timeouts.
 
 #include <chrono>
 #include <cstdint>
@@ -34,7 +40,9 @@
 #include <string>
 
 #include "dispatch/common/clock.hpp"
+#include "dispatch/common/result.hpp"
 #include "dispatch/errors.hpp"
+#include "dispatch/protocol/curve.hpp"
 #include "dispatch/protocol/messages.hpp"
 #include "dispatch/request.hpp"
 #include "dispatch/response.hpp"
@@ -45,6 +53,13 @@ inline constexpr const char* kDefaultBrokerEndpoint = "tcp://127.0.0.1:5555";
 
 struct ClientOptions {
   std::string broker_endpoint = kDefaultBrokerEndpoint;
+  // CURVE, for a broker started with --curve-secret: the broker's public key (Z85, the
+  // `public-key` of its NAME.key) and this client's own key pair (Z85, from its
+  // NAME.key_secret; the public half must be in the broker's --allow-clients directory). Both
+  // empty: plaintext. One without the other makes the Client constructor throw
+  // std::invalid_argument. curve_keys holds a secret: keep it out of logs.
+  std::string broker_public_key{};
+  protocol::CurveKeys curve_keys{};
   // Resubmit a job the broker has not acknowledged after this long; doubles per resubmit.
   std::chrono::milliseconds ack_timeout{1000};
   std::chrono::milliseconds max_ack_timeout{4000};
@@ -66,9 +81,18 @@ struct ClientOptions {
   std::chrono::milliseconds cancel_grace{2000};
   // Queue timeout sent with jobs whose request sets none (0: the broker's default).
   uint32_t queue_timeout_ms = 0;
-  // Injectable for tests; null means the system clock / a random_device-seeded generator.
+  // Injectable for tests; null means the system clock / a generator seeded from the OS.
+  // `random` only jitters resubmission waits: job ids always come from the OS CSPRNG
+  // (random_hex_id: 128 bits, 32 lowercase hex digits), whatever is injected here.
   Clock* clock = nullptr;
   Random* random = nullptr;
+
+  // Fills broker_public_key and curve_keys from certificate files, as `dispatch keygen` writes
+  // them: the broker's NAME.key and this client's own NAME.key_secret (refused when group- or
+  // world-readable). Both paths empty: plaintext (nothing changes); one alone is an error. The
+  // error names the file and the fix.
+  Result<void, std::string> load_curve_keys(const std::string& broker_key_file,
+                                            const std::string& secret_key_file);
 };
 
 // Either the response or the typed error of one finished job.

@@ -8,7 +8,8 @@
 //   ├── ModelNotAvailableError          the provider does not know the model (404)
 //   ├── ApiError                        the provider refused the request with an HTTP error:
 //   │   ├── InvalidRequestError           400/422 (also malformed input at the broker)
-//   │   ├── AuthenticationError           401/403, missing key
+//   │   ├── AuthenticationError           401/403, missing key; or the broker refused our
+//   │   │                                 connection (CURVE: code broker_auth_refused …)
 //   │   ├── RateLimitedError              429 after the retries
 //   │   ├── OverloadedError               503/529 after the retries
 //   │   └── ServerError                   other 5xx after the retries
@@ -44,6 +45,14 @@ inline constexpr const char* client_deadline = "client_deadline";        // no a
 inline constexpr const char* client_shutdown = "client_shutdown";        // Client destroyed
 inline constexpr const char* cancelled_locally = "cancelled_locally";    // broker did not confirm
 inline constexpr const char* invalid_response = "invalid_response";      // undecodable reply
+// The broker refused the connection itself (CURVE; README, "Troubleshooting"). Every job and
+// status request waiting on it fails at once with one of these, kind authentication (network
+// for handshake_failed), within one handshake:
+inline constexpr const char* broker_auth_refused = "broker_auth_refused";      // key not allowed
+inline constexpr const char* broker_requires_curve = "broker_requires_curve";  // we: plaintext
+inline constexpr const char* broker_without_curve = "broker_without_curve";    // broker: plaintext
+inline constexpr const char* curve_handshake_failed = "curve_handshake_failed";  // wrong key?
+inline constexpr const char* handshake_failed = "handshake_failed";  // not a broker there?
 }  // namespace client_code
 
 class DispatchError : public std::runtime_error {
@@ -104,5 +113,10 @@ std::exception_ptr make_dispatch_exception(protocol::Error error);
 
 // Convenience for errors the client raises itself.
 protocol::Error make_wire_error(ErrorKind kind, std::string code, std::string message);
+
+// True for the client_code values that say the broker refused the connection itself
+// (broker_auth_refused … handshake_failed): resubmitting cannot help until the keys, or the
+// broker, change.
+bool is_connection_refusal(const DispatchError& error) noexcept;
 
 }  // namespace dispatch

@@ -23,8 +23,18 @@ using protocol::Target;
 using protocol::ToolCall;
 
 // The four providers the seed guide names. Any other configured provider is addressed by its
-// name string (DispatchRequest has a constructor taking one).
-enum class Provider { Ollama, Ali, OpenAI, Claude };
+// name string (DispatchRequest has a constructor taking one). The capitalised spellings of
+// earlier releases still compile, with a deprecation warning, and mean the same values.
+enum class Provider {
+  ollama,
+  ali,
+  openai,
+  claude,
+  Ollama [[deprecated("use Provider::ollama")]] = ollama,
+  Ali [[deprecated("use Provider::ali")]] = ali,
+  OpenAI [[deprecated("use Provider::openai")]] = openai,
+  Claude [[deprecated("use Provider::claude")]] = claude,
+};
 
 // "ollama", "ali", "openai", "claude" — the names worker configs use for the built-ins.
 std::string_view provider_name(Provider provider) noexcept;
@@ -160,11 +170,19 @@ class DispatchRequest {
   // How long the job may wait in the broker's queue for a worker; 0 = broker default.
   DispatchRequest& with_queue_timeout_ms(uint32_t queue_timeout_ms) &;
   DispatchRequest&& with_queue_timeout_ms(uint32_t queue_timeout_ms) &&;
+  // The tenant this job is submitted for (Submit.tenant, 1..128 bytes; "" = none, the
+  // default). Meant for gateways serving many API keys over one connection: the broker then
+  // applies job-id ownership, fairness and per-client bounds per (identity, tenant). Only an
+  // identity the broker lists in --allow-gateways may set it (anyone without CURVE); the
+  // broker refuses a longer one, or one from any other identity, with invalid_request.
+  DispatchRequest& with_tenant(std::string tenant) &;
+  DispatchRequest&& with_tenant(std::string tenant) &&;
 
   const protocol::Request& wire() const noexcept { return request_; }
   protocol::Request& wire() noexcept { return request_; }
   Priority priority() const noexcept { return priority_; }
   uint32_t queue_timeout_ms() const noexcept { return queue_timeout_ms_; }
+  const std::string& tenant() const noexcept { return tenant_; }
   const std::string& provider() const noexcept { return request_.provider; }
   const std::string& model() const noexcept { return request_.model; }
   bool stream() const noexcept { return request_.stream; }
@@ -173,6 +191,7 @@ class DispatchRequest {
   protocol::Request request_;
   Priority priority_ = Priority::interactive;
   uint32_t queue_timeout_ms_ = 0;
+  std::string tenant_;
 };
 
 }  // namespace dispatch

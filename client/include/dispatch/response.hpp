@@ -47,7 +47,8 @@ struct DispatchResponse {
 struct StreamEvent {
   enum class Type {
     chunk,  // more of the answer: append content / thinking / tool-call fragments
-    reset,  // the answer so far is void (failover mid-stream); what follows restarts it
+    reset,  // the answer so far is void (failover mid-stream, redelivery to another worker,
+            // resubmission to a restarted broker); what follows restarts it
     gap,    // chunks between expected_seq and seq were lost; the final response is complete
   };
   Type type = Type::chunk;

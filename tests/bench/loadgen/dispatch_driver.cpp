@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "dispatch/client.hpp"
@@ -48,6 +49,10 @@ class DispatchLoad {
     options.broker_endpoint = target.broker_endpoint;
     options.ack_timeout = std::chrono::milliseconds(target.ack_timeout_ms);
     options.max_ack_timeout = std::max(options.max_ack_timeout, options.ack_timeout * 4);
+    if (auto keys = options.load_curve_keys(target.broker_key_file, target.curve_secret_file);
+        !keys) {
+      throw std::runtime_error(keys.error());
+    }
     for (std::size_t i = 0; i < std::max<std::size_t>(1, target.clients); ++i) {
       clients_.push_back(std::make_unique<Client>(options));
     }

@@ -30,6 +30,9 @@ struct DispatchTarget {
   std::size_t clients = 1;  // Client objects (each one I/O thread); jobs are spread round-robin
   uint32_t retry_count = 0;
   uint32_t ack_timeout_ms = 1000;
+  std::string
+      broker_key_file;  // CURVE: the broker's NAME.key ("" with curve_secret_file: plaintext)
+  std::string curve_secret_file;  // CURVE: our own NAME.key_secret
 };
 
 // The calling thread sends on schedule; completions arrive on the clients' I/O threads.

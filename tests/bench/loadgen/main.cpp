@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
   app.add_option("--ack-timeout-ms", dispatch_target.ack_timeout_ms,
                  "dispatch: resubmit after this long without an ack")
       ->capture_default_str();
+  app.add_option("--broker-key", dispatch_target.broker_key_file,
+                 "dispatch: the broker's NAME.key (CURVE; with --curve-secret)");
+  app.add_option("--curve-secret", dispatch_target.curve_secret_file,
+                 "dispatch: our own NAME.key_secret (CURVE; with --broker-key)");
   app.add_option("--url", http_target.url, "http: the chat-completions URL");
   app.add_option("--header", http_target.headers, "http: extra header 'Name: value' (repeat)");
   app.add_option("--api-key", api_key, "http: sent as Authorization: Bearer KEY")

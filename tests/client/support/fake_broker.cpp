@@ -9,10 +9,20 @@ namespace dispatch::test {
 
 using protocol::Command;
 
-FakeBroker::FakeBroker(std::string broker_id)
-    : socket_(context_, zmq::socket_type::router),
+FakeBroker::FakeBroker(std::string broker_id, std::optional<Curve> curve)
+    : curve_(std::move(curve)),
+      socket_(context_, zmq::socket_type::router),
       broker_id_(std::move(broker_id)),
       on_submit_(&FakeBroker::answer) {
+  if (curve_) {
+    // The ZAP handler exists before the socket binds, as in dispatch-broker.
+    zap_ = zmq::socket_t(context_, zmq::socket_type::rep);
+    zap_.set(zmq::sockopt::linger, 0);
+    zap_.set(zmq::sockopt::rcvtimeo, 20);
+    zap_.bind("inproc://zeromq.zap.01");
+    zap_thread_ = std::thread([this] { run_zap(); });
+    protocol::make_curve_server(socket_, curve_->server, "dispatch-frontend");
+  }
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::router_mandatory, 1);
   socket_.bind("tcp://127.0.0.1:0");
@@ -23,6 +33,66 @@ FakeBroker::FakeBroker(std::string broker_id)
 FakeBroker::~FakeBroker() {
   stop_ = true;
   thread_.join();
+  if (zap_thread_.joinable()) zap_thread_.join();
+}
+
+void FakeBroker::set_allowed_clients(std::set<std::string> keys) {
+  std::lock_guard lock(mutex_);
+  if (curve_) curve_->allowed_clients = std::move(keys);
+}
+
+std::vector<std::string> FakeBroker::submit_user_ids() const {
+  std::lock_guard lock(mutex_);
+  return submit_user_ids_;
+}
+
+std::set<std::string> FakeBroker::peer_user_ids() const {
+  std::lock_guard lock(mutex_);
+  return peer_user_ids_;
+}
+
+std::size_t FakeBroker::zap_admissions() const {
+  std::lock_guard lock(mutex_);
+  return zap_admissions_;
+}
+
+std::size_t FakeBroker::zap_refusals() const {
+  std::lock_guard lock(mutex_);
+  return zap_refusals_;
+}
+
+void FakeBroker::run_zap() {
+  while (!stop_) {
+    std::vector<std::string> request;
+    zmq::message_t frame;
+    if (!zap_.recv(frame)) continue;
+    request.push_back(frame.to_string());
+    while (frame.more() && zap_.recv(frame)) request.push_back(frame.to_string());
+    const std::vector<std::string> reply = zap_reply(request);
+    for (std::size_t i = 0; i < reply.size(); ++i) {
+      zap_.send(zmq::buffer(reply[i]),
+                i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
+}
+
+// RFC 27: [version, request id, domain, address, identity, mechanism, credentials...] ->
+// [version, request id, status code, status text, user id, metadata].
+std::vector<std::string> FakeBroker::zap_reply(const std::vector<std::string>& request) {
+  const std::string request_id = request.size() > 1 ? request[1] : "";
+  if (request.size() < 7 || request[5] != "CURVE") {
+    std::lock_guard lock(mutex_);
+    ++zap_refusals_;
+    return {"1.0", request_id, "400", "CURVE required", "", ""};
+  }
+  const std::string key = protocol::z85_of_binary_key(request[6]);
+  std::lock_guard lock(mutex_);
+  if (curve_->allowed_clients.count(key) == 0) {
+    ++zap_refusals_;
+    return {"1.0", request_id, "400", "key not allowed", "", ""};
+  }
+  ++zap_admissions_;
+  return {"1.0", request_id, "200", "OK", key, ""};
 }
 
 void FakeBroker::set_on_submit(OnSubmit handler) {
@@ -52,6 +122,12 @@ void FakeBroker::run() {
     zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 1, std::chrono::milliseconds(5));
     while (incoming.receive(socket_, /*routed=*/true)) {
+      if (curve_) {
+        const char* user_id = zmq_msg_gets(incoming.frame(1).handle(), "User-Id");
+        last_user_id_ = user_id != nullptr ? user_id : "";
+        std::lock_guard lock(mutex_);
+        peer_user_ids_.insert(last_user_id_);
+      }
       handle(incoming.routing_id(), incoming.protocol_frames());
     }
   }
@@ -77,6 +153,7 @@ void FakeBroker::handle(std::string_view route_view, std::span<const std::string
       {
         std::lock_guard lock(mutex_);
         submits_.push_back(job);
+        if (curve_) submit_user_ids_.push_back(last_user_id_);
       }
       if (!silent_ && handler) handler(*this, job);
       return;

@@ -16,6 +16,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "dispatch/protocol/curve.hpp"
 #include "dispatch/protocol/messages.hpp"
 #include "dispatch/protocol/types.hpp"
 
@@ -31,7 +32,15 @@ class FakeBroker {
   // Runs on the broker thread for every submit; use the send helpers below from it.
   using OnSubmit = std::function<void(FakeBroker&, const Submitted&)>;
 
-  explicit FakeBroker(std::string broker_id = "fake-broker-1");
+  // CURVE, as `dispatch-broker --curve-secret` runs it: the server's key pair, and the client
+  // public keys (Z85) its ZAP handler admits; every other handshake is refused (ZAP 400).
+  struct Curve {
+    protocol::CurveKeys server;
+    std::set<std::string> allowed_clients;
+  };
+
+  explicit FakeBroker(std::string broker_id = "fake-broker-1",
+                      std::optional<Curve> curve = std::nullopt);
   ~FakeBroker();
   FakeBroker(const FakeBroker&) = delete;
   FakeBroker& operator=(const FakeBroker&) = delete;
@@ -72,6 +81,16 @@ class FakeBroker {
   // The last route a job was submitted from.
   std::optional<std::string> route_of(const std::string& job_id) const;
 
+  // CURVE only: replaces the admitted keys (as a broker's SIGHUP re-reads its lists).
+  void set_allowed_clients(std::set<std::string> keys);
+  // CURVE only: the ZAP user id (the client's public key) of every submit received, in order;
+  // and how many handshakes the ZAP handler refused.
+  std::vector<std::string> submit_user_ids() const;
+  std::size_t zap_refusals() const;
+  std::size_t zap_admissions() const;  // handshakes the ZAP handler let in
+  // CURVE only: the ZAP user ids of every peer that sent anything (a worker's `ready` too).
+  std::set<std::string> peer_user_ids() const;
+
   // Polls `predicate` every few ms until true or `timeout`; returns its last value.
   static bool eventually(const std::function<bool()>& predicate,
                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
@@ -79,8 +98,18 @@ class FakeBroker {
  private:
   void run();
   void handle(std::string_view route, std::span<const std::string_view> frames);
+  void run_zap();
+  std::vector<std::string> zap_reply(const std::vector<std::string>& request);
 
   zmq::context_t context_{1};
+  std::optional<Curve> curve_;
+  zmq::socket_t zap_;  // REP on inproc://zeromq.zap.01 when CURVE is on
+  std::thread zap_thread_;
+  std::string last_user_id_;  // of the message being handled (broker thread)
+  std::vector<std::string> submit_user_ids_;
+  std::set<std::string> peer_user_ids_;
+  std::size_t zap_refusals_ = 0;
+  std::size_t zap_admissions_ = 0;
   zmq::socket_t socket_;
   std::string endpoint_;
   std::atomic<bool> stop_{false};

@@ -1,4 +1,5 @@
-// Anthropic Messages API: POST /v1/messages with x-api-key + anthropic-version.
+// Anthropic Messages API: POST /v1/messages with x-api-key (or Authorization: Bearer) +
+// anthropic-version.
 
 #include <algorithm>
 #include <set>
@@ -432,13 +433,22 @@ class AnthropicFormat final : public WireFormat {
 
   std::optional<FakeError> check_auth(const Headers& headers,
                                       std::string_view required_key) const override {
-    const auto key = headers.get("x-api-key");
+    // The service takes the key as x-api-key or as Authorization: Bearer (what SDK 1.x sends);
+    // x-api-key wins when both are present.
+    std::optional<std::string> key;
+    if (const auto header = headers.get("x-api-key"); header && !header->empty()) {
+      key = std::string(*header);
+    } else {
+      key = detail::bearer_token(headers);
+    }
     if (!key || key->empty()) {
       return FakeError{401, ErrorKind::authentication, "x-api-key header is required", {}};
     }
     if (!required_key.empty() && *key != required_key) {
       return FakeError{401, ErrorKind::authentication, "invalid x-api-key", {}};
     }
+    // Any version is accepted (SDK 1.x sends 2026-10-21, older ones 2023-06-01); only its
+    // absence is an error, as on the service.
     const auto version = headers.get("anthropic-version");
     if (!version || version->empty()) {
       return invalid_request("anthropic-version: header is required");
@@ -646,6 +656,10 @@ class AnthropicFormat final : public WireFormat {
         return {"rate_limit_error",
                 "This request would exceed the rate limit for your "
                 "organization. Please try again later."};
+      case ErrorKind::rate_limited_tokens:
+        return {"rate_limit_error",
+                "This request would exceed the token rate limit for your organization. Please "
+                "try again later."};
       case ErrorKind::internal:
         return {"api_error", "Internal server error"};
       case ErrorKind::bad_gateway:

@@ -416,6 +416,10 @@ class DashScopeFormat final : public WireFormat {
         code = "Throttling.RateQuota";
         message = "Requests rate limit exceeded, please try again later.";
         break;
+      case ErrorKind::rate_limited_tokens:
+        code = "Throttling.AllocationQuota";
+        message = "Allocated quota exceeded, please increase your quota limit.";
+        break;
       case ErrorKind::internal:
         code = "InternalError";
         message =

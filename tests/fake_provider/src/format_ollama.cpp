@@ -361,6 +361,7 @@ class OllamaFormat final : public WireFormat {
         text = "unprocessable entity";
         break;
       case ErrorKind::rate_limited:
+      case ErrorKind::rate_limited_tokens:
         text = "too many requests, please retry later";
         break;
       case ErrorKind::internal:

@@ -533,7 +533,9 @@ class OpenAiFormat final : public WireFormat {
                        {}};
     }
     if (!required_key.empty() && *key != required_key) {
-      return FakeError{401, ErrorKind::authentication, "Incorrect API key provided.", {}};
+      // As OpenAI does, the message quotes the key it received: the worker must scrub it.
+      return FakeError{
+          401, ErrorKind::authentication, "Incorrect API key provided: " + *key + ".", {}};
     }
     return std::nullopt;
   }
@@ -750,6 +752,10 @@ class OpenAiFormat final : public WireFormat {
         return {"requests", dashscope_ ? "Throttling.RateQuota" : "rate_limit_exceeded",
                 dashscope_ ? "Requests rate limit exceeded, please try again later."
                            : "Rate limit reached for requests. Please try again later."};
+      case ErrorKind::rate_limited_tokens:
+        return {"tokens", dashscope_ ? "Throttling.AllocationQuota" : "rate_limit_exceeded",
+                dashscope_ ? "Allocated quota exceeded, please increase your quota limit."
+                           : "Rate limit reached for tokens. Please try again later."};
       case ErrorKind::internal:
         return {dashscope_ ? "internal_error" : "server_error", dashscope_ ? "internal_error" : "",
                 "The server had an error while processing your request. Sorry about that!"};

@@ -18,7 +18,9 @@
 
 #include "dispatch/fake_provider/attempt_log.hpp"
 #include "dispatch/fake_provider/directives.hpp"
+#include "dispatch/fake_provider/quota.hpp"
 #include "dispatch/fake_provider/wire_format.hpp"
+#include "format_common.hpp"
 #include "http_text.hpp"
 
 namespace dispatch::fake_provider {
@@ -70,6 +72,17 @@ Headers headers_of(const http::request<Body>& request) {
   return headers;
 }
 
+// The API key a request is charged to: x-api-key (Anthropic), else the Bearer token, else none
+// (a local Ollama sends no key: all such requests share one quota).
+std::string api_key_of(const Headers& headers) {
+  if (const auto key = headers.get("x-api-key"); key && !key->empty()) return std::string(*key);
+  return detail::bearer_token(headers).value_or("");
+}
+
+bool is_rate_limit_header(const std::string& name) {
+  return name.rfind("x-ratelimit-", 0) == 0 || name.rfind("anthropic-ratelimit-", 0) == 0;
+}
+
 std::string joined(const std::vector<std::string>& parts) {
   std::string out;
   for (const auto& p : parts) out += (out.empty() ? "" : "+") + p;
@@ -87,6 +100,7 @@ class Server::Impl {
         flap_epoch_(started_),
         instance_(static_cast<uint64_t>(clock_.unix_ms())),
         log_(options_.log_capacity),
+        quota_(options_.limits, clock_),
         acceptor_(ioc_) {}
 
   ~Impl() { stop(); }
@@ -294,8 +308,9 @@ class Server::Impl {
       return std::nullopt;
     };
     if (path == "/v1/models") {
-      // The Anthropic SDK lists models at the same path, authenticated with x-api-key.
-      const bool anthropic = headers.get("x-api-key") && !headers.get("authorization");
+      // The Anthropic SDK lists models at the same path; it always sends anthropic-version, and
+      // its key as x-api-key (SDK 0.x) or Authorization: Bearer (SDK 1.x).
+      const bool anthropic = headers.get("anthropic-version") || headers.get("x-api-key");
       if (auto denied = authorised(anthropic ? Format::anthropic : Format::openai)) return denied;
       return std::pair(
           200, anthropic ? anthropic_models_body() : openai_models_body(clock_.unix_ms() / 1000));
@@ -326,6 +341,10 @@ class Server::Impl {
                                  {"peak_active_streams", peak_active_streams_.load()},
                                  {"requests_total", requests_total_.load()},
                                  {"attempts_total", attempts_total_.load()},
+                                 {"rate_limited_total", rate_limited_total_.load()},
+                                 {"status_429_total", status_429_total_.load()},
+                                 {"limit_rpm", options_.limits.rpm},
+                                 {"limit_tpm", options_.limits.tpm},
                                  {"uptime_ms", ms_since_start()}}
                                 .dump());
     }
@@ -338,9 +357,12 @@ class Server::Impl {
       }
       requests_total_ = 0;
       attempts_total_ = 0;
+      rate_limited_total_ = 0;
+      status_429_total_ = 0;
+      quota_.clear();
       peak_open_connections_ = open_connections_.load();
       peak_active_streams_ = active_streams_.load();
-      spdlog::info("reset: log, counters and flap timers cleared");
+      spdlog::info("reset: log, counters, quotas and flap timers cleared");
       return std::pair(200, std::string(R"({"ok":true})"));
     }
     return std::pair(404, std::string(R"({"error":"unknown control endpoint"})"));
@@ -452,6 +474,19 @@ class Server::Impl {
       if (auto* error = std::get_if<FakeError>(&validated))
         return Rejection{*error, "invalid_request"};
       request_ = std::get<ChatRequest>(std::move(validated));
+      plan_ = plan_reply(request_, d_.tokens.value_or(s_.options_.default_tokens));
+
+      // Charged at admission with the whole planned reply; finish() reconciles to what was sent.
+      if (s_.quota_.enabled()) {
+        api_key_ = api_key_of(headers);
+        quota_ = s_.quota_.admit(api_key_, plan_.prompt_tokens + plan_.completion_tokens);
+        if (!quota_->admitted) {
+          ++s_.rate_limited_total_;
+          const ErrorKind kind =
+              quota_->requests_exceeded ? ErrorKind::rate_limited : ErrorKind::rate_limited_tokens;
+          return Rejection{FakeError{429, kind, {}, {}}, "rate_limited"};
+        }
+      }
 
       if (d_.flap_ms && s_.flapping(*d_.flap_ms)) {
         return Rejection{FakeError{503, ErrorKind::unavailable, {}, {}}, "flap"};
@@ -471,7 +506,6 @@ class Server::Impl {
       if (d_.content_filter) {
         return Rejection{FakeError{400, ErrorKind::content_filter, {}, {}}, "content_filter"};
       }
-      plan_ = plan_reply(request_, d_.tokens.value_or(s_.options_.default_tokens));
       s_.log_.update(id_, [this](AttemptRecord& r) {
         r.prompt_tokens = plan_.prompt_tokens;
         r.completion_tokens = plan_.completion_tokens;
@@ -507,6 +541,13 @@ class Server::Impl {
     }
 
     void finish(const std::string& outcome, int status, int64_t chunks = 0) {
+      if (quota_ && quota_->admitted) {
+        // What was delivered: an error costs its prompt; a stream broken off its chunks sent.
+        const int64_t completion = status < 200 || status >= 400 ? 0
+                                   : stream_ ? std::min(chunks, plan_.completion_tokens)
+                                             : plan_.completion_tokens;
+        s_.quota_.reconcile(api_key_, quota_->ticket, plan_.prompt_tokens + completion);
+      }
       const double at = s_.ms_since_start();
       s_.log_.update(id_, [&](AttemptRecord& r) {
         r.outcome = outcome;
@@ -529,8 +570,16 @@ class Server::Impl {
 
     HeaderList reply_headers(const HttpReply& reply) const {
       HeaderList headers = wire_.common_headers(context_);
+      if (quota_) {
+        // The real limits replace the format's constant rate-limit headers.
+        std::erase_if(headers, [](const auto& h) { return is_rate_limit_header(h.first); });
+        HeaderList limits =
+            quota_headers(*quota_, wire_.format() == Format::anthropic, s_.clock_.unix_ms());
+        headers.insert(headers.end(), limits.begin(), limits.end());
+      }
       headers.insert(headers.end(), reply.headers.begin(), reply.headers.end());
-      if (reply.status >= 400) {
+      const bool refused_by_quota = quota_ && !quota_->admitted;  // carries its own Retry-After
+      if (reply.status >= 400 && !refused_by_quota) {
         if (d_.retry_after_ms)
           headers.emplace_back("retry-after-ms", std::to_string(*d_.retry_after_ms));
         if (d_.retry_after_date) {
@@ -552,6 +601,7 @@ class Server::Impl {
 
     net::awaitable<Next> send_error(const FakeError& error, const std::string& outcome) {
       const HttpReply reply = wire_.error_reply(error, context_);
+      if (reply.status == 429) ++s_.status_429_total_;
       const std::string bytes = head_for(reply, reply.body.size()) + reply.body;
       const bool ok = co_await write(socket_, bytes);
       if (!ok) co_return client_gone(reply.status, 0);
@@ -749,6 +799,8 @@ class Server::Impl {
     Directives d_;
     ChatRequest request_;
     ReplyPlan plan_;
+    std::optional<QuotaDecision> quota_;  // set once the quota was consulted
+    std::string api_key_;                 // what the quota charged
     std::string model_;
     std::string header_directives_;
     std::string path_;
@@ -797,12 +849,15 @@ class Server::Impl {
   Clock::time_point flap_epoch_;
   const uint64_t instance_;
   AttemptLog log_;
+  QuotaLimiter quota_;
   std::atomic<int64_t> open_connections_{0};
   std::atomic<int64_t> peak_open_connections_{0};
   std::atomic<int64_t> active_streams_{0};
   std::atomic<int64_t> peak_active_streams_{0};
   std::atomic<int64_t> requests_total_{0};
   std::atomic<int64_t> attempts_total_{0};
+  std::atomic<int64_t> rate_limited_total_{0};  // 429s sent by --limit-rpm / --limit-tpm
+  std::atomic<int64_t> status_429_total_{0};    // every 429 sent, scripted ones included
   std::mutex log_line_mutex_;
   Clock::time_point line_window_start_{};
   int lines_in_window_ = 0;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "dispatch/common/fd.hpp"
 #include "test_http_server.hpp"
 
 namespace dispatch::worker {
@@ -36,7 +37,7 @@ bool run_until(EventLoop& loop, Pred done, std::chrono::milliseconds limit = 10s
   return true;
 }
 
-struct RecordingHandler : HttpHandler {
+struct RecordingListener : TransferListener {
   int status = 0;
   HttpHeaders headers;
   std::string body;
@@ -78,20 +79,6 @@ HttpRequest get(std::string url) {
   return request;
 }
 
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd) : fd_(fd) {
-    if (fd_ < 0) throw std::runtime_error("socket");
-  }
-  ~UniqueFd() { ::close(fd_); }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 sockaddr_in loopback(uint16_t port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -115,89 +102,89 @@ class HttpEngineTest : public ::testing::Test {
 };
 
 TEST_F(HttpEngineTest, StatusHeadersAndBody) {
-  RecordingHandler handler;
+  RecordingListener listener;
   HttpRequest request;
   request.url = server_.url("/hello");
   request.headers = {{"X-Echo", "ping"}, {"Content-Type", "application/json"}};
   request.body = R"({"model":"m"})";
-  engine_->start(std::move(request), {}, handler);
+  engine_->start(std::move(request), {}, listener);
   EXPECT_EQ(engine_->active_transfers(), 1u);
-  EXPECT_EQ(handler.starts, 0);  // never called from inside start()
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
+  EXPECT_EQ(listener.starts, 0);  // never called from inside start()
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
 
-  EXPECT_FALSE(handler.error.has_value());
-  EXPECT_EQ(handler.starts, 1);
-  EXPECT_EQ(handler.status, 200);
-  EXPECT_EQ(handler.body, "hello world");
-  EXPECT_EQ(handler.header("x-test-header"), "Yes");
-  EXPECT_EQ(handler.header("X-ECHO"), "ping");
-  EXPECT_EQ(handler.header("x-body-length"), "13");
-  EXPECT_EQ(handler.header("x-method"), "POST");
-  for (const auto& h : handler.headers) {
+  EXPECT_FALSE(listener.error.has_value());
+  EXPECT_EQ(listener.starts, 1);
+  EXPECT_EQ(listener.status, 200);
+  EXPECT_EQ(listener.body, "hello world");
+  EXPECT_EQ(listener.header("x-test-header"), "Yes");
+  EXPECT_EQ(listener.header("X-ECHO"), "ping");
+  EXPECT_EQ(listener.header("x-body-length"), "13");
+  EXPECT_EQ(listener.header("x-method"), "POST");
+  for (const auto& h : listener.headers) {
     for (char c : h.name) EXPECT_FALSE(c >= 'A' && c <= 'Z') << h.name;
   }
   EXPECT_EQ(engine_->active_transfers(), 0u);
 }
 
 TEST_F(HttpEngineTest, ErrorStatusIsAResponseNotATransportError) {
-  RecordingHandler handler;
-  engine_->start(get(server_.url("/status/503")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  EXPECT_FALSE(handler.error.has_value());
-  EXPECT_EQ(handler.status, 503);
-  EXPECT_EQ(handler.header("retry-after"), "2");
-  EXPECT_EQ(handler.body, R"({"error":"overloaded"})");
+  RecordingListener listener;
+  engine_->start(get(server_.url("/status/503")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  EXPECT_FALSE(listener.error.has_value());
+  EXPECT_EQ(listener.status, 503);
+  EXPECT_EQ(listener.header("retry-after"), "2");
+  EXPECT_EQ(listener.body, R"({"error":"overloaded"})");
 }
 
 TEST_F(HttpEngineTest, EmptyBodyStillStartsResponse) {
-  RecordingHandler handler;
-  engine_->start(get(server_.url("/empty")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  EXPECT_FALSE(handler.error.has_value());
-  EXPECT_EQ(handler.starts, 1);
-  EXPECT_EQ(handler.status, 204);
-  EXPECT_EQ(handler.header("x-empty"), "1");
-  EXPECT_EQ(handler.body_calls, 0);
+  RecordingListener listener;
+  engine_->start(get(server_.url("/empty")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  EXPECT_FALSE(listener.error.has_value());
+  EXPECT_EQ(listener.starts, 1);
+  EXPECT_EQ(listener.status, 204);
+  EXPECT_EQ(listener.header("x-empty"), "1");
+  EXPECT_EQ(listener.body_calls, 0);
 }
 
 TEST_F(HttpEngineTest, InterimResponsesAreSkipped) {
-  RecordingHandler handler;
-  engine_->start(get(server_.url("/continue")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  EXPECT_FALSE(handler.error.has_value());
-  EXPECT_EQ(handler.starts, 1);
-  EXPECT_EQ(handler.status, 200);
-  EXPECT_EQ(handler.header("x-final"), "1");
-  EXPECT_EQ(handler.header("x-interim"), "<absent>");
-  EXPECT_EQ(handler.body, "after-continue");
+  RecordingListener listener;
+  engine_->start(get(server_.url("/continue")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  EXPECT_FALSE(listener.error.has_value());
+  EXPECT_EQ(listener.starts, 1);
+  EXPECT_EQ(listener.status, 200);
+  EXPECT_EQ(listener.header("x-final"), "1");
+  EXPECT_EQ(listener.header("x-interim"), "<absent>");
+  EXPECT_EQ(listener.body, "after-continue");
 }
 
 TEST_F(HttpEngineTest, ChunkedBodyIsDeliveredAsItArrives) {
-  RecordingHandler handler;
+  RecordingListener listener;
   bool server_done_at_first_body = true;
-  handler.on_body_hook = [&](std::string_view) {
-    if (handler.body_calls == 1) {
-      EXPECT_EQ(handler.starts, 1);  // headers before the first body bytes
+  listener.on_body_hook = [&](std::string_view) {
+    if (listener.body_calls == 1) {
+      EXPECT_EQ(listener.starts, 1);  // headers before the first body bytes
       server_done_at_first_body = server_.gated_stream_finished();
       server_.open_gate();  // only now may the server send the rest
     }
   };
-  engine_->start(get(server_.url("/stream-gated")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
+  engine_->start(get(server_.url("/stream-gated")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
   EXPECT_FALSE(server_done_at_first_body);
-  EXPECT_FALSE(handler.error.has_value());
-  EXPECT_EQ(handler.body, "first\nsecond\n");
-  EXPECT_GE(handler.body_calls, 2);
+  EXPECT_FALSE(listener.error.has_value());
+  EXPECT_EQ(listener.body, "first\nsecond\n");
+  EXPECT_GE(listener.body_calls, 2);
 }
 
 TEST_F(HttpEngineTest, SequentialRequestsReuseOneConnection) {
   constexpr int kRequests = 5;
   for (int i = 0; i < kRequests; ++i) {
-    RecordingHandler handler;
-    engine_->start(get(server_.url("/hello")), {}, handler);
-    ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-    ASSERT_FALSE(handler.error.has_value());
-    ASSERT_EQ(handler.body, "hello world");
+    RecordingListener listener;
+    engine_->start(get(server_.url("/hello")), {}, listener);
+    ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+    ASSERT_FALSE(listener.error.has_value());
+    ASSERT_EQ(listener.body, "hello world");
   }
   EXPECT_EQ(server_.requests_served(), kRequests);
   EXPECT_EQ(server_.accepted_connections(), 1);
@@ -206,24 +193,24 @@ TEST_F(HttpEngineTest, SequentialRequestsReuseOneConnection) {
 TEST_F(HttpEngineTest, StartingTheNextRequestFromOnCompleteReusesTheConnection) {
   constexpr int kRequests = 4;
   int finished = 0;
-  RecordingHandler handler;
+  RecordingListener listener;
   std::function<void()> next = [&] {
     ++finished;
-    if (finished < kRequests) engine_->start(get(server_.url("/hello")), {}, handler);
+    if (finished < kRequests) engine_->start(get(server_.url("/hello")), {}, listener);
   };
-  handler.on_complete_hook = next;
-  engine_->start(get(server_.url("/hello")), {}, handler);
+  listener.on_complete_hook = next;
+  engine_->start(get(server_.url("/hello")), {}, listener);
   ASSERT_TRUE(run_until(loop_, [&] { return finished == kRequests; }));
   EXPECT_EQ(server_.accepted_connections(), 1);
 }
 
 TEST_F(HttpEngineTest, ThousandConcurrentTransfersComplete) {
   constexpr int kTransfers = 1000;
-  std::vector<RecordingHandler> handlers(kTransfers);
+  std::vector<RecordingListener> listeners(kTransfers);
   int completed = 0;
-  for (auto& handler : handlers) {
-    handler.on_complete_hook = [&] { ++completed; };
-    engine_->start(get(server_.url("/hello")), {}, handler);
+  for (auto& listener : listeners) {
+    listener.on_complete_hook = [&] { ++completed; };
+    engine_->start(get(server_.url("/hello")), {}, listener);
   }
   EXPECT_EQ(engine_->active_transfers(), static_cast<std::size_t>(kTransfers));
   const auto start = std::chrono::steady_clock::now();
@@ -231,9 +218,9 @@ TEST_F(HttpEngineTest, ThousandConcurrentTransfersComplete) {
       loop_, [&] { return completed == kTransfers; }, 60s));
   const auto elapsed = std::chrono::steady_clock::now() - start;
   int ok = 0;
-  for (const auto& handler : handlers) {
-    if (!handler.error && handler.status == 200 && handler.body == "hello world" &&
-        handler.completes == 1) {
+  for (const auto& listener : listeners) {
+    if (!listener.error && listener.status == 200 && listener.body == "hello world" &&
+        listener.completes == 1) {
       ++ok;
     }
   }
@@ -250,65 +237,65 @@ TEST_F(HttpEngineTest, HostConnectionLimitIsApplied) {
   options.max_host_connections = 2;
   engine_ = std::make_unique<HttpEngine>(loop_, options);
   constexpr int kTransfers = 20;
-  std::vector<RecordingHandler> handlers(kTransfers);
+  std::vector<RecordingListener> listeners(kTransfers);
   int completed = 0;
-  for (auto& handler : handlers) {
-    handler.on_complete_hook = [&] { ++completed; };
-    engine_->start(get(server_.url("/hello")), {}, handler);
+  for (auto& listener : listeners) {
+    listener.on_complete_hook = [&] { ++completed; };
+    engine_->start(get(server_.url("/hello")), {}, listener);
   }
   ASSERT_TRUE(run_until(loop_, [&] { return completed == kTransfers; }));
-  for (const auto& handler : handlers) EXPECT_EQ(handler.body, "hello world");
+  for (const auto& listener : listeners) EXPECT_EQ(listener.body, "hello world");
   EXPECT_LE(server_.accepted_connections(), 2);
 }
 
 TEST_F(HttpEngineTest, CancelInsideOnBodyStopsAllCallbacks) {
-  RecordingHandler handler;
+  RecordingListener listener;
   TransferId id = 0;
-  handler.on_body_hook = [&](std::string_view) {
+  listener.on_body_hook = [&](std::string_view) {
     engine_->cancel(id);
     engine_->cancel(id);  // twice: ignored
   };
-  id = engine_->start(get(server_.url("/stream-forever")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.body_calls > 0; }));
+  id = engine_->start(get(server_.url("/stream-forever")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.body_calls > 0; }));
   EXPECT_EQ(engine_->active_transfers(), 0u);
   // The connection is closed: the server's next writes fail.
   ASSERT_TRUE(run_until(loop_, [&] { return server_.aborted_streams() == 1; }));
   // And the engine keeps working: a later transfer completes while the cancelled one is silent.
-  RecordingHandler later;
+  RecordingListener later;
   engine_->start(get(server_.url("/hello")), {}, later);
   ASSERT_TRUE(run_until(loop_, [&] { return later.done(); }));
   EXPECT_EQ(later.body, "hello world");
-  EXPECT_EQ(handler.body_calls, 1);
-  EXPECT_EQ(handler.completes, 0);
+  EXPECT_EQ(listener.body_calls, 1);
+  EXPECT_EQ(listener.completes, 0);
 }
 
 TEST_F(HttpEngineTest, CancelInsideOnResponseStart) {
-  RecordingHandler handler;
+  RecordingListener listener;
   TransferId id = 0;
-  handler.on_start_hook = [&] { engine_->cancel(id); };
-  id = engine_->start(get(server_.url("/stream-forever")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.starts > 0; }));
+  listener.on_start_hook = [&] { engine_->cancel(id); };
+  id = engine_->start(get(server_.url("/stream-forever")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.starts > 0; }));
   ASSERT_TRUE(run_until(loop_, [&] { return server_.aborted_streams() == 1; }));
-  EXPECT_EQ(handler.body_calls, 0);
-  EXPECT_EQ(handler.completes, 0);
+  EXPECT_EQ(listener.body_calls, 0);
+  EXPECT_EQ(listener.completes, 0);
 }
 
 TEST_F(HttpEngineTest, CancelEmptyBodyTransferFromOnResponseStart) {
   // The response start of an empty body is raised when curl reports completion.
-  RecordingHandler handler;
+  RecordingListener listener;
   TransferId id = 0;
-  handler.on_start_hook = [&] { engine_->cancel(id); };
-  id = engine_->start(get(server_.url("/empty")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.starts > 0; }));
+  listener.on_start_hook = [&] { engine_->cancel(id); };
+  id = engine_->start(get(server_.url("/empty")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.starts > 0; }));
   for (int i = 0; i < 5; ++i) loop_.run_once(0);
-  EXPECT_EQ(handler.completes, 0);
+  EXPECT_EQ(listener.completes, 0);
   EXPECT_EQ(engine_->active_transfers(), 0u);
 }
 
-TEST_F(HttpEngineTest, OneHandlerCancelsAnotherAndStartsANewOneFromOnBody) {
-  RecordingHandler victim;
-  RecordingHandler replacement;
-  RecordingHandler canceller;
+TEST_F(HttpEngineTest, OneListenerCancelsAnotherAndStartsANewOneFromOnBody) {
+  RecordingListener victim;
+  RecordingListener replacement;
+  RecordingListener canceller;
   const TransferId victim_id = engine_->start(get(server_.url("/stream-forever")), {}, victim);
   ASSERT_TRUE(run_until(loop_, [&] { return victim.body_calls > 0; }));
   const int victim_bodies = victim.body_calls;
@@ -332,32 +319,35 @@ TEST_F(HttpEngineTest, OneHandlerCancelsAnotherAndStartsANewOneFromOnBody) {
 TEST_F(HttpEngineTest, ConnectionRefusedIsNetwork) {
   // Bound but not listening: the kernel answers a SYN with a reset.
   UniqueFd sock(::socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_TRUE(sock.valid());
   const sockaddr_in addr = loopback(0);
   ASSERT_EQ(::bind(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
   const uint16_t port = bound_port(sock.get());
 
-  RecordingHandler handler;
-  engine_->start(get("http://127.0.0.1:" + std::to_string(port) + "/"), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  ASSERT_TRUE(handler.error.has_value());
-  EXPECT_EQ(handler.error->kind, ErrorKind::network);
-  EXPECT_EQ(handler.error->curl_code, CURLE_COULDNT_CONNECT);
-  EXPECT_EQ(handler.starts, 0);
-  EXPECT_FALSE(handler.error->message.empty());
+  RecordingListener listener;
+  engine_->start(get("http://127.0.0.1:" + std::to_string(port) + "/"), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  ASSERT_TRUE(listener.error.has_value());
+  EXPECT_EQ(listener.error->kind, ErrorKind::network);
+  EXPECT_EQ(listener.error->curl_code, CURLE_COULDNT_CONNECT);
+  EXPECT_EQ(listener.starts, 0);
+  EXPECT_FALSE(listener.error->message.empty());
 }
 
 TEST_F(HttpEngineTest, ConnectTimeoutIsTimeout) {
   // A listener with a zero backlog that never accepts: once one connection waits in its
   // queue, the kernel drops further SYNs, so the next connect hangs until our timeout.
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  UniqueFd server_socket(::socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_TRUE(server_socket.valid());
   const sockaddr_in any = loopback(0);
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<const sockaddr*>(&any), sizeof any), 0);
-  ASSERT_EQ(::listen(listener.get(), 0), 0);
-  const sockaddr_in target = loopback(bound_port(listener.get()));
+  ASSERT_EQ(::bind(server_socket.get(), reinterpret_cast<const sockaddr*>(&any), sizeof any), 0);
+  ASSERT_EQ(::listen(server_socket.get(), 0), 0);
+  const sockaddr_in target = loopback(bound_port(server_socket.get()));
   std::vector<std::unique_ptr<UniqueFd>> fillers;
   bool queue_full = false;
   for (int i = 0; i < 16 && !queue_full; ++i) {
     auto filler = std::make_unique<UniqueFd>(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    ASSERT_TRUE(filler->valid());
     ::connect(filler->get(), reinterpret_cast<const sockaddr*>(&target), sizeof target);
     pollfd pfd{filler->get(), POLLOUT, 0};
     queue_full = ::poll(&pfd, 1, 100) == 0;  // this connect did not complete: queue is full
@@ -365,50 +355,50 @@ TEST_F(HttpEngineTest, ConnectTimeoutIsTimeout) {
   }
   ASSERT_TRUE(queue_full);
 
-  RecordingHandler handler;
+  RecordingListener listener;
   TransferOptions options;
   options.connect_timeout_ms = 150;
   const auto start = std::chrono::steady_clock::now();
-  engine_->start(get("http://127.0.0.1:" + std::to_string(bound_port(listener.get())) + "/"),
-                 options, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
+  engine_->start(get("http://127.0.0.1:" + std::to_string(bound_port(server_socket.get())) + "/"),
+                 options, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
   const auto elapsed = std::chrono::steady_clock::now() - start;
-  ASSERT_TRUE(handler.error.has_value());
-  EXPECT_EQ(handler.error->kind, ErrorKind::timeout);
-  EXPECT_EQ(handler.error->curl_code, CURLE_OPERATION_TIMEDOUT);
+  ASSERT_TRUE(listener.error.has_value());
+  EXPECT_EQ(listener.error->kind, ErrorKind::timeout);
+  EXPECT_EQ(listener.error->curl_code, CURLE_OPERATION_TIMEDOUT);
   EXPECT_GE(elapsed, 140ms);
   EXPECT_LT(elapsed, 3s);
 }
 
 TEST_F(HttpEngineTest, TotalTimeoutIsTimeout) {
-  RecordingHandler handler;
+  RecordingListener listener;
   TransferOptions options;
   options.total_timeout_ms = 100;
-  engine_->start(get(server_.url("/stream-forever")), options, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  ASSERT_TRUE(handler.error.has_value());
-  EXPECT_EQ(handler.error->kind, ErrorKind::timeout);
-  EXPECT_GT(handler.body_calls, 0);
+  engine_->start(get(server_.url("/stream-forever")), options, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  ASSERT_TRUE(listener.error.has_value());
+  EXPECT_EQ(listener.error->kind, ErrorKind::timeout);
+  EXPECT_GT(listener.body_calls, 0);
 }
 
 TEST_F(HttpEngineTest, ServerClosingMidBodyIsNetworkPartialFile) {
-  RecordingHandler handler;
-  engine_->start(get(server_.url("/partial")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  ASSERT_TRUE(handler.error.has_value());
-  EXPECT_EQ(handler.error->kind, ErrorKind::network);
-  EXPECT_EQ(handler.error->curl_code, CURLE_PARTIAL_FILE);
-  EXPECT_EQ(handler.status, 200);
-  EXPECT_EQ(handler.body, "0123456789");
+  RecordingListener listener;
+  engine_->start(get(server_.url("/partial")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  ASSERT_TRUE(listener.error.has_value());
+  EXPECT_EQ(listener.error->kind, ErrorKind::network);
+  EXPECT_EQ(listener.error->curl_code, CURLE_PARTIAL_FILE);
+  EXPECT_EQ(listener.status, 200);
+  EXPECT_EQ(listener.body, "0123456789");
 }
 
 TEST_F(HttpEngineTest, DestructionWithTransfersInFlightIsCleanAndSilent) {
   constexpr int kTransfers = 20;
-  std::vector<RecordingHandler> handlers(kTransfers);
-  for (auto& handler : handlers) engine_->start(get(server_.url("/hold")), {}, handler);
+  std::vector<RecordingListener> listeners(kTransfers);
+  for (auto& listener : listeners) engine_->start(get(server_.url("/hold")), {}, listener);
   ASSERT_TRUE(run_until(loop_, [&] {
-    for (const auto& handler : handlers) {
-      if (handler.body_calls == 0) return false;
+    for (const auto& listener : listeners) {
+      if (listener.body_calls == 0) return false;
     }
     return true;
   }));
@@ -416,7 +406,7 @@ TEST_F(HttpEngineTest, DestructionWithTransfersInFlightIsCleanAndSilent) {
   // Every connection is closed and the loop holds no stale watch of the engine's.
   ASSERT_TRUE(run_until(loop_, [&] { return server_.aborted_streams() == kTransfers; }));
   EXPECT_EQ(loop_.pending_timers(), 0u);
-  for (const auto& handler : handlers) EXPECT_EQ(handler.completes, 0);
+  for (const auto& listener : listeners) EXPECT_EQ(listener.completes, 0);
 }
 
 #if !defined(__SANITIZE_ADDRESS__)
@@ -424,12 +414,12 @@ TEST_F(HttpEngineTest, HeapPerTransferInFlightIsBounded) {
   // Heap held by curl and the engine per open streaming transfer (connection, easy handle,
   // receive buffer, our bookkeeping). Measured with the allocator's own counters.
   constexpr int kTransfers = 200;
-  std::vector<RecordingHandler> handlers(kTransfers);
+  std::vector<RecordingListener> listeners(kTransfers);
   const std::size_t before = ::mallinfo2().uordblks;
-  for (auto& handler : handlers) engine_->start(get(server_.url("/hold")), {}, handler);
+  for (auto& listener : listeners) engine_->start(get(server_.url("/hold")), {}, listener);
   ASSERT_TRUE(run_until(loop_, [&] {
-    for (const auto& handler : handlers) {
-      if (handler.body_calls == 0) return false;
+    for (const auto& listener : listeners) {
+      if (listener.body_calls == 0) return false;
     }
     return true;
   }));
@@ -441,27 +431,27 @@ TEST_F(HttpEngineTest, HeapPerTransferInFlightIsBounded) {
 #endif
 
 TEST_F(HttpEngineTest, CancelBeforeAnyProgressAndUnknownIds) {
-  RecordingHandler handler;
-  const TransferId id = engine_->start(get(server_.url("/hello")), {}, handler);
+  RecordingListener listener;
+  const TransferId id = engine_->start(get(server_.url("/hello")), {}, listener);
   engine_->cancel(id);
   engine_->cancel(id + 1000);
   engine_->cancel(0);
   EXPECT_EQ(engine_->active_transfers(), 0u);
-  RecordingHandler later;
+  RecordingListener later;
   engine_->start(get(server_.url("/hello")), {}, later);
   ASSERT_TRUE(run_until(loop_, [&] { return later.done(); }));
-  EXPECT_EQ(handler.starts + handler.body_calls + handler.completes, 0);
+  EXPECT_EQ(listener.starts + listener.body_calls + listener.completes, 0);
 }
 
-TEST_F(HttpEngineTest, ThrowingHandlerFailsItsTransferAsInternal) {
-  RecordingHandler handler;
-  handler.on_body_hook = [](std::string_view) { throw std::runtime_error("handler bug"); };
-  engine_->start(get(server_.url("/stream-forever")), {}, handler);
-  ASSERT_TRUE(run_until(loop_, [&] { return handler.done(); }));
-  ASSERT_TRUE(handler.error.has_value());
-  EXPECT_EQ(handler.error->kind, ErrorKind::internal);
-  EXPECT_EQ(handler.body_calls, 1);
-  RecordingHandler later;  // the engine is unharmed
+TEST_F(HttpEngineTest, ThrowingListenerFailsItsTransferAsInternal) {
+  RecordingListener listener;
+  listener.on_body_hook = [](std::string_view) { throw std::runtime_error("listener bug"); };
+  engine_->start(get(server_.url("/stream-forever")), {}, listener);
+  ASSERT_TRUE(run_until(loop_, [&] { return listener.done(); }));
+  ASSERT_TRUE(listener.error.has_value());
+  EXPECT_EQ(listener.error->kind, ErrorKind::internal);
+  EXPECT_EQ(listener.body_calls, 1);
+  RecordingListener later;  // the engine is unharmed
   engine_->start(get(server_.url("/hello")), {}, later);
   ASSERT_TRUE(run_until(loop_, [&] { return later.done(); }));
   EXPECT_EQ(later.body, "hello world");
@@ -507,12 +497,12 @@ TEST(FindHeader, IsCaseInsensitive) {
 TEST(HttpEngineNoServer, MalformedUrlCompletesWithInternalErrorThroughTheLoop) {
   EventLoop loop;
   HttpEngine engine(loop);
-  RecordingHandler handler;
-  engine.start(get("ht!tp://bad url"), {}, handler);
-  EXPECT_EQ(handler.completes, 0);
-  ASSERT_TRUE(run_until(loop, [&] { return handler.done(); }));
-  ASSERT_TRUE(handler.error.has_value());
-  EXPECT_NE(handler.error->kind, ErrorKind::cancelled);
+  RecordingListener listener;
+  engine.start(get("ht!tp://bad url"), {}, listener);
+  EXPECT_EQ(listener.completes, 0);
+  ASSERT_TRUE(run_until(loop, [&] { return listener.done(); }));
+  ASSERT_TRUE(listener.error.has_value());
+  EXPECT_NE(listener.error->kind, ErrorKind::cancelled);
 }
 
 }  // namespace

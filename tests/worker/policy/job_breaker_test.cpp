@@ -31,13 +31,13 @@ class JobBreakerTest : public ::testing::Test {
     }
     ASSERT_EQ(h.breakers.state("a", "m1"), BreakerState::open);
     h.launcher.complete(h.launcher.count() - 1, ok_output());
-    ASSERT_TRUE(h.sink.result);
+    ASSERT_TRUE(h.listener.result);
   }
 };
 
 TEST_F(JobBreakerTest, RepeatedFailuresOpenTheCircuitAndTheJobMovesOn) {
   open_primary();
-  EXPECT_EQ(outcomes(h.sink.result->attempts),
+  EXPECT_EQ(outcomes(h.listener.result->attempts),
             (std::vector<std::string>{"a:overloaded", "a:overloaded", "a:overloaded", "b:ok"}));
   EXPECT_EQ(h.launcher.count_for("a", "m1"), 3u);
 }
@@ -52,47 +52,48 @@ TEST_F(JobBreakerTest, RetryIsSkippedOnceTheCircuitOpened) {
   }
   EXPECT_EQ(h.launcher.count_for("a", "m1"), 3u);  // retries remained, but the circuit opened
   h.launcher.complete(h.launcher.count() - 1, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(outcomes(h.sink.result->attempts),
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(outcomes(h.listener.result->attempts),
             (std::vector<std::string>{"a:network", "a:network", "a:network", "b:ok"}));
-  EXPECT_EQ(h.sink.result->attempts[2].note, "circuit open: not retrying");
+  EXPECT_EQ(h.listener.result->attempts[2].note, "circuit open: not retrying");
   EXPECT_EQ(h.launcher.last().started_ms, 1000);  // when a failed the 3rd time: no backoff
 }
 
 TEST_F(JobBreakerTest, OpenTargetIsSkippedWithoutACall) {
   open_primary();
   const auto calls_before = h.launcher.count();
-  RecordingSink sink;
-  auto runner = h.start(make_request("a", "m1", {t("b", "m2")}), sink, "job-2");
+  RecordingListener listener;
+  auto runner = h.start(make_request("a", "m1", {t("b", "m2")}), listener, "job-2");
   ASSERT_EQ(h.launcher.count(), calls_before + 1);
   EXPECT_EQ(h.launcher.last().spec.target, t("b", "m2"));
   h.launcher.complete(h.launcher.count() - 1, ok_output());
-  ASSERT_TRUE(sink.result);
-  EXPECT_EQ(outcomes(sink.result->attempts), (std::vector<std::string>{"a:circuit_open", "b:ok"}));
-  EXPECT_EQ(sink.result->attempts[0].duration_ms, 0u);
+  ASSERT_TRUE(listener.result);
+  EXPECT_EQ(outcomes(listener.result->attempts),
+            (std::vector<std::string>{"a:circuit_open", "b:ok"}));
+  EXPECT_EQ(listener.result->attempts[0].duration_ms, 0u);
 }
 
 TEST_F(JobBreakerTest, EveryTargetOpenFailsFast) {
   open_primary();
-  RecordingSink sink;
-  auto runner = h.start(make_request("a", "m1"), sink, "job-2");
-  ASSERT_TRUE(sink.has_error());
-  EXPECT_EQ(sink.error().kind, ErrorKind::overloaded);
-  EXPECT_EQ(sink.error().code, "circuit_open");
-  EXPECT_EQ(sink.error().provider, "a");
-  EXPECT_EQ(outcomes(sink.error().attempts), (std::vector<std::string>{"a:circuit_open"}));
+  RecordingListener listener;
+  auto runner = h.start(make_request("a", "m1"), listener, "job-2");
+  ASSERT_TRUE(listener.has_error());
+  EXPECT_EQ(listener.error().kind, ErrorKind::overloaded);
+  EXPECT_EQ(listener.error().code, "circuit_open");
+  EXPECT_EQ(listener.error().provider, "a");
+  EXPECT_EQ(outcomes(listener.error().attempts), (std::vector<std::string>{"a:circuit_open"}));
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
 }
 
 TEST_F(JobBreakerTest, FailFastReportsTheLastRealFailure) {
   open_primary();
-  RecordingSink sink;
-  auto runner = h.start(make_request("b", "m2", {t("a", "m1")}), sink, "job-2");
+  RecordingListener listener;
+  auto runner = h.start(make_request("b", "m2", {t("a", "m1")}), listener, "job-2");
   h.launcher.fail(h.launcher.count() - 1, failure(ErrorKind::authentication, 401, "bad_key"));
-  ASSERT_TRUE(sink.has_error());
-  EXPECT_EQ(sink.error().kind, ErrorKind::authentication);
-  EXPECT_EQ(sink.error().provider, "b");
-  EXPECT_EQ(outcomes(sink.error().attempts),
+  ASSERT_TRUE(listener.has_error());
+  EXPECT_EQ(listener.error().kind, ErrorKind::authentication);
+  EXPECT_EQ(listener.error().provider, "b");
+  EXPECT_EQ(outcomes(listener.error().attempts),
             (std::vector<std::string>{"b:authentication", "a:circuit_open"}));
 }
 
@@ -101,12 +102,12 @@ TEST_F(JobBreakerTest, HalfOpenLetsOneJobProbeWhileOthersSkip) {
   h.scheduler.advance_by(5s);
   ASSERT_EQ(h.breakers.state("a", "m1"), BreakerState::half_open);
 
-  RecordingSink probe_sink;
+  RecordingListener probe_sink;
   auto probe_job = h.start(make_request("a", "m1", {t("b", "m2")}), probe_sink, "probe");
   const std::size_t probe = h.launcher.count() - 1;
   EXPECT_EQ(h.launcher.at(probe).spec.target, t("a", "m1"));
 
-  RecordingSink other_sink;
+  RecordingListener other_sink;
   auto other_job = h.start(make_request("a", "m1", {t("b", "m2")}), other_sink, "other");
   EXPECT_EQ(h.launcher.last().spec.target, t("b", "m2"));  // skipped while the probe runs
 
@@ -115,7 +116,7 @@ TEST_F(JobBreakerTest, HalfOpenLetsOneJobProbeWhileOthersSkip) {
   EXPECT_EQ(probe_sink.result->provider, "a");
   EXPECT_EQ(h.breakers.state("a", "m1"), BreakerState::closed);
 
-  RecordingSink later_sink;
+  RecordingListener later_sink;
   auto later_job = h.start(make_request("a", "m1", {t("b", "m2")}), later_sink, "later");
   EXPECT_EQ(h.launcher.last().spec.target, t("a", "m1"));
 }
@@ -123,15 +124,16 @@ TEST_F(JobBreakerTest, HalfOpenLetsOneJobProbeWhileOthersSkip) {
 TEST_F(JobBreakerTest, FailedProbeReopensAndTheProbeJobFallsBack) {
   open_primary();
   h.scheduler.advance_by(5s);
-  RecordingSink sink;
-  auto runner = h.start(make_request("a", "m1", {t("b", "m2")}), sink, "probe");
+  RecordingListener listener;
+  auto runner = h.start(make_request("a", "m1", {t("b", "m2")}), listener, "probe");
   h.launcher.fail(h.launcher.count() - 1, failure(ErrorKind::server_error, 500));
   // No retry of a (open again): b answers at once.
   EXPECT_EQ(h.breakers.state("a", "m1"), BreakerState::open);
   EXPECT_EQ(h.launcher.last().spec.target, t("b", "m2"));
   h.launcher.complete(h.launcher.count() - 1, ok_output());
-  ASSERT_TRUE(sink.result);
-  EXPECT_EQ(outcomes(sink.result->attempts), (std::vector<std::string>{"a:server_error", "b:ok"}));
+  ASSERT_TRUE(listener.result);
+  EXPECT_EQ(outcomes(listener.result->attempts),
+            (std::vector<std::string>{"a:server_error", "b:ok"}));
   h.scheduler.advance_by(4999ms);
   EXPECT_EQ(h.breakers.state("a", "m1"), BreakerState::open);
   h.scheduler.advance_by(1ms);
@@ -141,11 +143,11 @@ TEST_F(JobBreakerTest, FailedProbeReopensAndTheProbeJobFallsBack) {
 TEST_F(JobBreakerTest, CancelledProbeFreesTheSlotForTheNextJob) {
   open_primary();
   h.scheduler.advance_by(5s);
-  RecordingSink sink;
-  auto runner = h.start(make_request("a", "m1", {t("b", "m2")}), sink, "probe");
+  RecordingListener listener;
+  auto runner = h.start(make_request("a", "m1", {t("b", "m2")}), listener, "probe");
   EXPECT_EQ(h.launcher.last().spec.target, t("a", "m1"));
   runner->cancel();
-  RecordingSink next_sink;
+  RecordingListener next_sink;
   auto next = h.start(make_request("a", "m1", {t("b", "m2")}), next_sink, "next");
   EXPECT_EQ(h.launcher.last().spec.target, t("a", "m1"));  // the new probe
 }
@@ -153,8 +155,8 @@ TEST_F(JobBreakerTest, CancelledProbeFreesTheSlotForTheNextJob) {
 TEST_F(JobBreakerTest, ProbeEndingInAClientErrorFreesTheSlot) {
   open_primary();
   h.scheduler.advance_by(5s);
-  RecordingSink sink;
-  auto runner = h.start(make_request("a", "m1"), sink, "probe");
+  RecordingListener listener;
+  auto runner = h.start(make_request("a", "m1"), listener, "probe");
   h.launcher.fail(h.launcher.count() - 1, failure(ErrorKind::invalid_request, 400));
   EXPECT_EQ(h.breakers.state("a", "m1"), BreakerState::half_open);
   EXPECT_TRUE(h.breakers.would_admit("a", "m1"));
@@ -162,17 +164,17 @@ TEST_F(JobBreakerTest, ProbeEndingInAClientErrorFreesTheSlot) {
 
 TEST_F(JobBreakerTest, BreakerIsPerProviderAndModel) {
   open_primary();
-  RecordingSink sink;
-  auto runner = h.start(make_request("a", "m-other"), sink, "sibling");
+  RecordingListener listener;
+  auto runner = h.start(make_request("a", "m-other"), listener, "sibling");
   EXPECT_EQ(h.launcher.last().spec.target, t("a", "m-other"));
 }
 
 TEST_F(JobBreakerTest, ClientErrorsNeverOpenTheCircuit) {
   for (int i = 0; i < 6; ++i) {
-    RecordingSink sink;
-    auto runner = h.start(make_request("a", "m1"), sink, "job-" + std::to_string(i));
+    RecordingListener listener;
+    auto runner = h.start(make_request("a", "m1"), listener, "job-" + std::to_string(i));
     h.launcher.fail(h.launcher.count() - 1, failure(ErrorKind::authentication, 401));
-    ASSERT_TRUE(sink.has_error());
+    ASSERT_TRUE(listener.has_error());
   }
   EXPECT_EQ(h.breakers.state("a", "m1"), BreakerState::closed);
   EXPECT_EQ(h.launcher.count(), 6u);
@@ -185,16 +187,16 @@ TEST_F(JobBreakerTest, FailureRateOpensTheCircuitAcrossJobs) {
     provider.policy.breaker_window = 6;  // 3 samples at least
   }
   auto run_one = [&](bool ok) {
-    RecordingSink sink;
+    RecordingListener listener;
     auto request = make_request("a", "m1");
     request.retry_count = 0;
-    auto runner = h.start(request, sink, "job");
+    auto runner = h.start(request, listener, "job");
     if (ok) {
       h.launcher.complete(h.launcher.count() - 1, ok_output());
     } else {
       h.launcher.fail(h.launcher.count() - 1, failure(ErrorKind::server_error, 500));
     }
-    return sink.ended();
+    return listener.ended();
   };
   ASSERT_TRUE(run_one(true));
   ASSERT_TRUE(run_one(false));
@@ -208,10 +210,10 @@ TEST_F(JobBreakerTest, CooldownFollowsTheRetryAfterOfTheOpeningFailure) {
   auto request = make_request("a", "m1", {t("b", "m2")});
   request.retry_count = 0;
   for (int i = 0; i < 3; ++i) {
-    RecordingSink sink;
-    auto runner = h.start(request, sink, "job");
+    RecordingListener listener;
+    auto runner = h.start(request, listener, "job");
     h.launcher.fail(h.launcher.count() - 1,
-                    with_retry_after(failure(ErrorKind::rate_limited, 429), 9000));
+                    with_retry_after(failure(ErrorKind::overloaded, 503), 9000));
     h.launcher.complete(h.launcher.count() - 1, ok_output());
   }
   ASSERT_EQ(h.breakers.state("a", "m1"), BreakerState::open);
@@ -227,8 +229,8 @@ TEST_F(JobBreakerTest, FlappingPrimaryIsServedByTheFallbackThenRecovers) {
   constexpr int64_t kPrimaryBackAtMs = 20'000;
   struct Running {
     int64_t submitted_ms = 0;
-    std::unique_ptr<RecordingSink> sink;
-    std::unique_ptr<JobRunner> runner;  // destroyed before its sink
+    std::unique_ptr<RecordingListener> listener;
+    std::unique_ptr<JobRunner> runner;  // destroyed before its listener
   };
   std::vector<Running> jobs;
   // Plays both providers: answers every live attempt once it has run for 20 ms.
@@ -250,9 +252,9 @@ TEST_F(JobBreakerTest, FlappingPrimaryIsServedByTheFallbackThenRecovers) {
     if (now % 250 == 0 && now < 35'000) {
       Running job;
       job.submitted_ms = now;
-      job.sink = std::make_unique<RecordingSink>();
-      job.runner =
-          h.start(make_request("a", "m1", {t("b", "m2")}), *job.sink, "job-" + std::to_string(now));
+      job.listener = std::make_unique<RecordingListener>();
+      job.runner = h.start(make_request("a", "m1", {t("b", "m2")}), *job.listener,
+                           "job-" + std::to_string(now));
       jobs.push_back(std::move(job));
     }
     play();
@@ -271,15 +273,15 @@ TEST_F(JobBreakerTest, FlappingPrimaryIsServedByTheFallbackThenRecovers) {
 
   std::size_t late_jobs = 0;
   for (const auto& job : jobs) {
-    ASSERT_TRUE(job.sink->result) << "job submitted at " << job.submitted_ms << " ms";
-    EXPECT_TRUE(job.sink->resets.empty());  // failures happened before any chunk
+    ASSERT_TRUE(job.listener->result) << "job submitted at " << job.submitted_ms << " ms";
+    EXPECT_TRUE(job.listener->resets.empty());  // failures happened before any chunk
     if (job.submitted_ms < kPrimaryBackAtMs && job.submitted_ms > 1'000) {
-      EXPECT_EQ(job.sink->result->provider, "b") << job.submitted_ms;
+      EXPECT_EQ(job.listener->result->provider, "b") << job.submitted_ms;
     }
     // Back on the primary within one cooldown (plus one job interval) of its recovery.
     if (job.submitted_ms >= kPrimaryBackAtMs + 5'000 + 250) {
       ++late_jobs;
-      EXPECT_EQ(job.sink->result->provider, "a") << job.submitted_ms;
+      EXPECT_EQ(job.listener->result->provider, "a") << job.submitted_ms;
     }
   }
   EXPECT_GT(late_jobs, 0u);

@@ -1,4 +1,4 @@
-// cancel(), destruction mid-job, and sinks that re-enter the job.
+// cancel(), destruction mid-job, and listeners that re-enter the job.
 
 #include <gtest/gtest.h>
 
@@ -17,14 +17,14 @@ class JobLifecycleTest : public ::testing::Test {
 };
 
 TEST_F(JobLifecycleTest, NothingHappensInsideStartJob) {
-  RecordingSink sink;
+  RecordingListener listener;
   auto runner = start_job(JobContext{h.scheduler, h.launcher, h.breakers, h.random, h.config},
-                          "job-1", make_request("zz", "m"), sink);
-  EXPECT_FALSE(sink.ended());  // even a job that fails at once waits for the loop
+                          "job-1", make_request("zz", "m"), /*send_chunks=*/false, listener);
+  EXPECT_FALSE(listener.ended());  // even a job that fails at once waits for the loop
   EXPECT_EQ(h.launcher.count(), 0u);
   h.scheduler.run_due();
-  ASSERT_TRUE(sink.has_error());
-  EXPECT_EQ(sink.error().kind, ErrorKind::unsupported_provider);
+  ASSERT_TRUE(listener.has_error());
+  EXPECT_EQ(listener.error().kind, ErrorKind::unsupported_provider);
 }
 
 TEST_F(JobLifecycleTest, CancelDuringAnAttempt) {
@@ -32,8 +32,8 @@ TEST_F(JobLifecycleTest, CancelDuringAnAttempt) {
   h.scheduler.advance_by(300ms);
   h.runner->cancel();
   EXPECT_TRUE(h.launcher.at(0).aborted);
-  ASSERT_TRUE(h.sink.has_error());
-  const auto& error = h.sink.error();
+  ASSERT_TRUE(h.listener.has_error());
+  const auto& error = h.listener.error();
   EXPECT_EQ(error.kind, ErrorKind::cancelled);
   ASSERT_EQ(error.attempts.size(), 1u);
   EXPECT_EQ(error.attempts[0].outcome, "cancelled");
@@ -42,7 +42,7 @@ TEST_F(JobLifecycleTest, CancelDuringAnAttempt) {
   h.scheduler.advance_by(60s);
   EXPECT_EQ(h.launcher.count(), 1u);
   h.runner->cancel();  // no-op once ended
-  EXPECT_EQ(h.sink.ends, 1);
+  EXPECT_EQ(h.listener.ends, 1);
 }
 
 TEST_F(JobLifecycleTest, CancelDuringBackoff) {
@@ -50,9 +50,9 @@ TEST_F(JobLifecycleTest, CancelDuringBackoff) {
   h.launcher.fail(0, failure(ErrorKind::server_error, 500));
   EXPECT_EQ(h.scheduler.pending_timers(), 2u);  // the backoff and the deadline
   h.runner->cancel();
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::cancelled);
-  EXPECT_EQ(h.sink.error().attempts.size(), 1u);
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::cancelled);
+  EXPECT_EQ(h.listener.error().attempts.size(), 1u);
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
   h.scheduler.advance_by(60s);
   EXPECT_EQ(h.launcher.count(), 1u);
@@ -62,17 +62,17 @@ TEST_F(JobLifecycleTest, CancelAfterTheEndIsANoOp) {
   h.start_main(make_request("a", "m1"));
   h.launcher.complete(0, ok_output());
   h.runner->cancel();
-  EXPECT_EQ(h.sink.ends, 1);
-  EXPECT_TRUE(h.sink.result);
+  EXPECT_EQ(h.listener.ends, 1);
+  EXPECT_TRUE(h.listener.result);
 }
 
 TEST_F(JobLifecycleTest, CancelBeforeTheFirstTurn) {
-  RecordingSink sink;
+  RecordingListener listener;
   auto runner = start_job(JobContext{h.scheduler, h.launcher, h.breakers, h.random, h.config},
-                          "job-1", make_request("a", "m1"), sink);
+                          "job-1", make_request("a", "m1"), /*send_chunks=*/false, listener);
   runner->cancel();
-  ASSERT_TRUE(sink.has_error());
-  EXPECT_EQ(sink.error().kind, ErrorKind::cancelled);
+  ASSERT_TRUE(listener.has_error());
+  EXPECT_EQ(listener.error().kind, ErrorKind::cancelled);
   h.scheduler.advance_by(60s);
   EXPECT_EQ(h.launcher.count(), 0u);
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
@@ -83,11 +83,11 @@ TEST_F(JobLifecycleTest, DestroyingARunningJobAbortsItSilently) {
   h.launcher.delta(0, "x");
   h.runner.reset();
   EXPECT_TRUE(h.launcher.at(0).aborted);
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
   h.scheduler.advance_by(60s);
   EXPECT_EQ(h.launcher.count(), 1u);
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
 }
 
 TEST_F(JobLifecycleTest, DestroyingAJobDuringBackoff) {
@@ -97,7 +97,7 @@ TEST_F(JobLifecycleTest, DestroyingAJobDuringBackoff) {
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
   h.scheduler.advance_by(60s);
   EXPECT_EQ(h.launcher.count(), 1u);
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
 }
 
 TEST_F(JobLifecycleTest, EventsToAStaleObserverAreIgnored) {
@@ -108,82 +108,82 @@ TEST_F(JobLifecycleTest, EventsToAStaleObserverAreIgnored) {
   auto* stale = h.launcher.at(0).events;
   stale->on_delta(protocol::Chunk{"", 0, "late", "", {}});
   stale->on_complete(ok_output("late"));
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
   h.launcher.complete(1, ok_output("fresh"));
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(h.sink.result->content, "fresh");
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(h.listener.result->content, "fresh");
 }
 
-TEST_F(JobLifecycleTest, SinkMayCancelFromInsideOnChunk) {
+TEST_F(JobLifecycleTest, ListenerMayCancelFromInsideOnChunk) {
   auto request = make_request("a", "m1");
   request.stream = true;
-  h.sink.on_chunk_hook = [&](const protocol::Chunk&) { h.runner->cancel(); };
+  h.listener.on_chunk_hook = [&](const protocol::Chunk&) { h.runner->cancel(); };
   h.start_main(request);
   h.launcher.delta(0, "one");
   EXPECT_TRUE(h.launcher.at(0).aborted);
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::cancelled);
-  EXPECT_EQ(h.sink.log, (std::vector<std::string>{"chunk 0 one", "error cancelled"}));
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::cancelled);
+  EXPECT_EQ(h.listener.log, (std::vector<std::string>{"chunk 0 one", "error cancelled"}));
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
 }
 
-TEST_F(JobLifecycleTest, SinkMayDropTheJobFromInsideOnChunk) {
+TEST_F(JobLifecycleTest, ListenerMayDropTheJobFromInsideOnChunk) {
   auto request = make_request("a", "m1");
   request.stream = true;
-  h.sink.on_chunk_hook = [&](const protocol::Chunk&) { h.runner.reset(); };
+  h.listener.on_chunk_hook = [&](const protocol::Chunk&) { h.runner.reset(); };
   h.start_main(request);
   h.launcher.delta(0, "one");
   EXPECT_FALSE(h.runner);
   EXPECT_TRUE(h.launcher.at(0).aborted);
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
 }
 
-TEST_F(JobLifecycleTest, SinkMayDropTheJobFromInsideOnReset) {
+TEST_F(JobLifecycleTest, ListenerMayDropTheJobFromInsideOnReset) {
   auto request = make_request("a", "m1", {t("b", "m2")});
   request.stream = true;
-  h.sink.on_reset_hook = [&](const protocol::StreamReset&) { h.runner.reset(); };
+  h.listener.on_reset_hook = [&](const protocol::StreamReset&) { h.runner.reset(); };
   h.start_main(request);
   h.launcher.delta(0, "one");
   h.launcher.fail(0, failure(ErrorKind::network));
   EXPECT_EQ(h.launcher.count(), 1u);  // nothing launched after the drop
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
 }
 
-TEST_F(JobLifecycleTest, SinkMayDropTheJobWhenItEnds) {
-  h.sink.on_end_hook = [&] { h.runner.reset(); };
+TEST_F(JobLifecycleTest, ListenerMayDropTheJobWhenItEnds) {
+  h.listener.on_end_hook = [&] { h.runner.reset(); };
   h.start_main(make_request("a", "m1"));
   h.launcher.complete(0, ok_output());
-  EXPECT_TRUE(h.sink.result);
+  EXPECT_TRUE(h.listener.result);
   EXPECT_FALSE(h.runner);
 
   JobHarness h2(make_config({"a"}, without_breaker()));
-  h2.sink.on_end_hook = [&] { h2.runner.reset(); };
+  h2.listener.on_end_hook = [&] { h2.runner.reset(); };
   h2.start_main(make_request("a", "m1"));
   h2.runner->cancel();
-  EXPECT_TRUE(h2.sink.has_error());
+  EXPECT_TRUE(h2.listener.has_error());
   EXPECT_FALSE(h2.runner);
 }
 
 TEST_F(JobLifecycleTest, ManyConcurrentJobsStayIndependent) {
-  std::vector<std::unique_ptr<RecordingSink>> sinks;
+  std::vector<std::unique_ptr<RecordingListener>> listeners;
   std::vector<std::unique_ptr<JobRunner>> runners;
   for (int i = 0; i < 50; ++i) {
-    sinks.push_back(std::make_unique<RecordingSink>());
+    listeners.push_back(std::make_unique<RecordingListener>());
     auto request = make_request("a", "m1");
     request.stream = true;
-    runners.push_back(h.start(request, *sinks.back(), "job-" + std::to_string(i)));
+    runners.push_back(h.start(request, *listeners.back(), "job-" + std::to_string(i)));
   }
   ASSERT_EQ(h.launcher.count(), 50u);
   for (std::size_t i = 0; i < 50; ++i) h.launcher.delta(i, "c" + std::to_string(i));
   for (std::size_t i = 0; i < 50; i += 2) h.launcher.complete(i, ok_output());
   for (std::size_t i = 1; i < 50; i += 2) runners[i]->cancel();
   for (std::size_t i = 0; i < 50; ++i) {
-    ASSERT_EQ(sinks[i]->chunks.size(), 1u);
-    EXPECT_EQ(sinks[i]->chunks[0].job_id, "job-" + std::to_string(i));
-    EXPECT_EQ(sinks[i]->chunks[0].seq, 0u);
-    EXPECT_EQ(static_cast<bool>(sinks[i]->result), i % 2 == 0);
+    ASSERT_EQ(listeners[i]->chunks.size(), 1u);
+    EXPECT_EQ(listeners[i]->chunks[0].job_id, "job-" + std::to_string(i));
+    EXPECT_EQ(listeners[i]->chunks[0].seq, 0u);
+    EXPECT_EQ(static_cast<bool>(listeners[i]->result), i % 2 == 0);
   }
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
 }

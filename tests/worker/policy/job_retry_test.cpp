@@ -36,8 +36,8 @@ TEST_F(JobRetryTest, AnswerOnFirstTryCarriesFullAccounting) {
   output.notes = {"temperature clamped to 1.0"};
   h.launcher.complete(0, output);
 
-  ASSERT_TRUE(h.sink.result);
-  const auto& r = *h.sink.result;
+  ASSERT_TRUE(h.listener.result);
+  const auto& r = *h.listener.result;
   EXPECT_EQ(r.content, "hi there");
   EXPECT_EQ(r.provider, "a");
   EXPECT_EQ(r.model, "m1");
@@ -59,8 +59,8 @@ TEST_F(JobRetryTest, CreatedAtFallsBackToTheClock) {
   auto output = ok_output();
   output.created_at = 0;
   h.launcher.complete(0, output);
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(h.sink.result->created_at, h.scheduler.clock().unix_ms() / 1000);
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(h.listener.result->created_at, h.scheduler.clock().unix_ms() / 1000);
 }
 
 class RetryableKindTest : public ::testing::TestWithParam<Failure> {};
@@ -76,8 +76,8 @@ TEST_P(RetryableKindTest, RetriedUpToRetryCountThenReported) {
     h.scheduler.advance_by(1s);  // past any backoff (max 800 ms)
   }
   EXPECT_EQ(h.launcher.count(), 4u);  // 1 + 3 retries
-  ASSERT_TRUE(h.sink.has_error());
-  const auto& error = h.sink.error();
+  ASSERT_TRUE(h.listener.has_error());
+  const auto& error = h.listener.error();
   EXPECT_EQ(error.kind, GetParam().kind);
   EXPECT_EQ(error.status, GetParam().status);
   EXPECT_EQ(error.message, GetParam().message);
@@ -111,11 +111,11 @@ TEST_P(NonRetryableKindTest, MovesToTheNextTargetAtOnce) {
   EXPECT_EQ(h.launcher.at(1).spec.target, t("b", "m2"));
   EXPECT_EQ(h.launcher.at(1).started_ms, 0);  // no backoff before another target
   h.launcher.complete(1, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(h.sink.result->provider, "b");
-  ASSERT_EQ(h.sink.result->attempts.size(), 2u);
-  EXPECT_EQ(h.sink.result->attempts[0].outcome, protocol::to_string(GetParam().kind));
-  EXPECT_EQ(h.sink.result->attempts[0].status, GetParam().status);
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(h.listener.result->provider, "b");
+  ASSERT_EQ(h.listener.result->attempts.size(), 2u);
+  EXPECT_EQ(h.listener.result->attempts[0].outcome, protocol::to_string(GetParam().kind));
+  EXPECT_EQ(h.listener.result->attempts[0].status, GetParam().status);
   EXPECT_EQ(h.launcher.count_for("a", "m1"), 1u);
 }
 
@@ -125,10 +125,10 @@ TEST_P(NonRetryableKindTest, WithoutFallbackTheErrorIsReportedAfterOneCall) {
   h.launcher.fail(0, GetParam());
   h.scheduler.advance_by(5s);
   EXPECT_EQ(h.launcher.count(), 1u);
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, GetParam().kind);
-  EXPECT_EQ(h.sink.error().status, GetParam().status);
-  EXPECT_EQ(h.sink.error().code, GetParam().code);
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, GetParam().kind);
+  EXPECT_EQ(h.listener.error().status, GetParam().status);
+  EXPECT_EQ(h.listener.error().code, GetParam().code);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -144,8 +144,8 @@ TEST_F(JobRetryTest, LastFailureIsReportedWhenEveryTargetFails) {
   h.start_main(make_request("a", "m1", {t("b", "m2")}));
   h.launcher.fail(0, failure(ErrorKind::authentication, 401, "bad_key", "key rejected"));
   h.launcher.fail(1, failure(ErrorKind::model_not_available, 404, "nope", "no such model"));
-  ASSERT_TRUE(h.sink.has_error());
-  const auto& error = h.sink.error();
+  ASSERT_TRUE(h.listener.has_error());
+  const auto& error = h.listener.error();
   EXPECT_EQ(error.kind, ErrorKind::model_not_available);
   EXPECT_EQ(error.status, 404);
   EXPECT_EQ(error.code, "nope");
@@ -170,7 +170,7 @@ TEST_F(JobRetryTest, RetryCountComesFromTheRequestElseTheTargetsProvider) {
   h.launcher.fail(2, failure(ErrorKind::network));  // b has no retries
   h.scheduler.advance_by(1s);
   EXPECT_EQ(h.launcher.count(), 3u);
-  EXPECT_TRUE(h.sink.has_error());
+  EXPECT_TRUE(h.listener.has_error());
 
   JobHarness h2(make_config({"a"}, without_breaker()));
   auto request = make_request("a", "m1");
@@ -179,7 +179,7 @@ TEST_F(JobRetryTest, RetryCountComesFromTheRequestElseTheTargetsProvider) {
   h2.launcher.fail(0, failure(ErrorKind::overloaded, 529));
   h2.scheduler.advance_by(1s);
   EXPECT_EQ(h2.launcher.count(), 1u);
-  EXPECT_TRUE(h2.sink.has_error());
+  EXPECT_TRUE(h2.listener.has_error());
 }
 
 TEST_F(JobRetryTest, HugeRetryCountIsBounded) {
@@ -188,11 +188,11 @@ TEST_F(JobRetryTest, HugeRetryCountIsBounded) {
   request.retry_count = 1'000'000;
   h1.config.providers.at("a").policy.timeout_ms = 0;  // no deadline: only the retry bound
   h1.start_main(request);
-  for (int i = 0; i < 100 && !h1.sink.ended(); ++i) {
+  for (int i = 0; i < 100 && !h1.listener.ended(); ++i) {
     h1.launcher.fail(h1.launcher.count() - 1, failure(ErrorKind::network));
     h1.scheduler.advance_by(1s);
   }
-  EXPECT_TRUE(h1.sink.has_error());
+  EXPECT_TRUE(h1.listener.has_error());
   EXPECT_EQ(h1.launcher.count(), 17u);  // 1 + 16
 }
 
@@ -211,8 +211,8 @@ TEST_F(JobRetryTest, ExponentialBackoffWithExactDelays) {
     EXPECT_EQ(h.launcher.last().started_ms, failed_at + expected_waits[i]);
   }
   h.launcher.complete(4, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  const auto& attempts = h.sink.result->attempts;
+  ASSERT_TRUE(h.listener.result);
+  const auto& attempts = h.listener.result->attempts;
   ASSERT_EQ(attempts.size(), 5u);
   EXPECT_EQ(attempts[0].note, "backoff 100 ms");
   EXPECT_EQ(attempts[3].note, "backoff 800 ms");
@@ -243,8 +243,8 @@ TEST_F(JobRetryTest, RetryAfterIsHonouredInsteadOfTheBackoff) {
   h.scheduler.advance_by(1ms);
   ASSERT_EQ(h.launcher.count(), 2u);
   h.launcher.complete(1, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(h.sink.result->attempts[0].note, "retry-after 2000 ms honoured");
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(h.listener.result->attempts[0].note, "retry-after 2000 ms honoured");
   EXPECT_EQ(h.random.calls, 0);  // no jitter drawn for a Retry-After wait
 }
 
@@ -255,17 +255,17 @@ TEST_F(JobRetryTest, RetryAfterAboveTheCapFailsOverInsteadOfWaiting) {
   EXPECT_EQ(h.launcher.at(1).spec.target, t("b", "m2"));
   EXPECT_EQ(h.launcher.at(1).started_ms, 0);
   h.launcher.complete(1, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(h.sink.result->attempts[0].note,
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(h.listener.result->attempts[0].note,
             "retry-after 3001 ms exceeds the cap of 3000 ms: not waiting");
 }
 
 TEST_F(JobRetryTest, RetryAfterAboveTheCapWithoutFallbackFailsAtOnce) {
   h.start_main(make_request("a", "m1"));
   h.launcher.fail(0, with_retry_after(failure(ErrorKind::rate_limited, 429, "rate_limit"), 60000));
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::rate_limited);
-  EXPECT_EQ(h.sink.error().code, "rate_limit");
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::rate_limited);
+  EXPECT_EQ(h.listener.error().code, "rate_limit");
   EXPECT_EQ(h.scheduler.elapsed_ms(), 0);
 }
 
@@ -282,10 +282,10 @@ TEST_F(JobRetryTest, WaitsNeverPassTheDeadline) {
   EXPECT_EQ(h.launcher.at(1).started_ms, 1000);
   h.scheduler.advance_to_ms(2950);
   h.launcher.fail(1, failure(ErrorKind::network));  // backoff 100 ms would pass the deadline
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::network);  // the real failure, not a timeout
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::network);  // the real failure, not a timeout
   EXPECT_EQ(h.scheduler.elapsed_ms(), 2950);
-  const auto& attempts = h.sink.error().attempts;
+  const auto& attempts = h.listener.error().attempts;
   ASSERT_EQ(attempts.size(), 2u);
   EXPECT_EQ(attempts[0].note, "retry in 2000 ms would pass the deadline");
   EXPECT_EQ(attempts[1].note, "retry in 100 ms would pass the deadline");
@@ -326,8 +326,8 @@ TEST_F(JobRetryTest, ContextLengthGoesToALargerContextTarget) {
   ASSERT_EQ(h.launcher.count(), 3u);
   EXPECT_EQ(h.launcher.at(2).spec.target, t("c", "m3"));  // network on c: retried
   h.launcher.complete(2, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  EXPECT_EQ(h.sink.result->provider, "c");
+  ASSERT_TRUE(h.listener.result);
+  EXPECT_EQ(h.listener.result->provider, "c");
   EXPECT_EQ(h.launcher.count_for("a", "m1"), 1u);
 }
 
@@ -337,8 +337,8 @@ TEST_F(JobRetryTest, ContentFilterEndsWithTheProvidersReason) {
                              "Your request was rejected by the safety system"));
   h.scheduler.advance_by(5s);
   EXPECT_EQ(h.launcher.count(), 1u);
-  ASSERT_TRUE(h.sink.has_error());
-  const auto& error = h.sink.error();
+  ASSERT_TRUE(h.listener.has_error());
+  const auto& error = h.listener.error();
   EXPECT_EQ(error.kind, ErrorKind::content_filtered);
   EXPECT_EQ(error.status, 400);
   EXPECT_EQ(error.code, "content_policy_violation");
@@ -354,7 +354,7 @@ TEST_F(JobRetryTest, ContentFilterFailsOverWhenConfigured) {
   ASSERT_EQ(h.launcher.count(), 2u);
   EXPECT_EQ(h.launcher.at(1).spec.target, t("b", "m2"));
   h.launcher.complete(1, ok_output());
-  EXPECT_TRUE(h.sink.result);
+  EXPECT_TRUE(h.listener.result);
 }
 
 TEST_F(JobRetryTest, UnconfiguredProviderIsRecordedWithoutACall) {
@@ -362,19 +362,19 @@ TEST_F(JobRetryTest, UnconfiguredProviderIsRecordedWithoutACall) {
   ASSERT_EQ(h.launcher.count(), 1u);
   EXPECT_EQ(h.launcher.at(0).spec.target, t("a", "m1"));
   h.launcher.complete(0, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  ASSERT_EQ(h.sink.result->attempts.size(), 2u);
-  EXPECT_EQ(h.sink.result->attempts[0].provider, "zz");
-  EXPECT_EQ(h.sink.result->attempts[0].outcome, "unsupported_provider");
-  EXPECT_EQ(h.sink.result->attempts[0].duration_ms, 0u);
+  ASSERT_TRUE(h.listener.result);
+  ASSERT_EQ(h.listener.result->attempts.size(), 2u);
+  EXPECT_EQ(h.listener.result->attempts[0].provider, "zz");
+  EXPECT_EQ(h.listener.result->attempts[0].outcome, "unsupported_provider");
+  EXPECT_EQ(h.listener.result->attempts[0].duration_ms, 0u);
 }
 
 TEST_F(JobRetryTest, OnlyUnconfiguredProvidersFailWithUnsupportedProvider) {
   h.start_main(make_request("zz", "m0", {t("yy", "m1")}));
   EXPECT_EQ(h.launcher.count(), 0u);
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::unsupported_provider);
-  EXPECT_EQ(h.sink.error().attempts.size(), 2u);
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::unsupported_provider);
+  EXPECT_EQ(h.listener.error().attempts.size(), 2u);
 }
 
 TEST_F(JobRetryTest, ConfiguredDefaultChainIsUsedWhenTheRequestHasNone) {
@@ -404,8 +404,8 @@ TEST_F(JobRetryTest, EveryAttemptGetsTheOriginalRequest) {
 TEST_F(JobRetryTest, MissingModelIsAnInvalidRequest) {
   h.start_main(make_request("a", ""));
   EXPECT_EQ(h.launcher.count(), 0u);
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::invalid_request);
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::invalid_request);
 }
 
 }  // namespace

@@ -30,8 +30,8 @@ TEST_F(JobTimeoutTest, FirstTokenTimeoutFailsOverWithoutRetryingTheSameTarget) {
   EXPECT_EQ(h.launcher.at(1).started_ms, 1000);
   h.launcher.delta(1, "x");
   h.launcher.complete(1, ok_output());
-  ASSERT_TRUE(h.sink.result);
-  const auto& first = h.sink.result->attempts.at(0);
+  ASSERT_TRUE(h.listener.result);
+  const auto& first = h.listener.result->attempts.at(0);
   EXPECT_EQ(first.outcome, "timeout");
   EXPECT_EQ(first.code, "first_token_timeout");
   EXPECT_EQ(first.duration_ms, 1000u);
@@ -43,9 +43,9 @@ TEST_F(JobTimeoutTest, FirstTokenTimeoutWithoutFallbackEndsTheJob) {
   h.scheduler.advance_by(1000ms);
   h.scheduler.advance_by(5s);
   EXPECT_EQ(h.launcher.count(), 1u);  // retries remain, but a silent route is not retried
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().kind, ErrorKind::timeout);
-  EXPECT_EQ(h.sink.error().code, "first_token_timeout");
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().kind, ErrorKind::timeout);
+  EXPECT_EQ(h.listener.error().code, "first_token_timeout");
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
 }
 
@@ -59,7 +59,7 @@ TEST_F(JobTimeoutTest, FirstTokenTimerStopsAtTheFirstDelta) {
   }
   EXPECT_TRUE(h.launcher.live(0));
   h.launcher.complete(0, ok_output());
-  EXPECT_TRUE(h.sink.result);
+  EXPECT_TRUE(h.listener.result);
 }
 
 TEST_F(JobTimeoutTest, IdleTimerIsResetByActivityAndDeltas) {
@@ -78,8 +78,8 @@ TEST_F(JobTimeoutTest, IdleTimerIsResetByActivityAndDeltas) {
   EXPECT_EQ(h.launcher.at(1).spec.target, t("b", "m2"));  // failed over, not retried
   EXPECT_EQ(h.launcher.at(1).started_ms, 1498);
   h.launcher.fail(1, failure(ErrorKind::authentication, 401));
-  ASSERT_TRUE(h.sink.has_error());
-  const auto& first = h.sink.error().attempts.at(0);
+  ASSERT_TRUE(h.listener.has_error());
+  const auto& first = h.listener.error().attempts.at(0);
   EXPECT_EQ(first.outcome, "timeout");
   EXPECT_EQ(first.code, "idle_timeout");
 }
@@ -102,7 +102,7 @@ TEST_F(JobTimeoutTest, NoFirstTokenTimerWhenTheProviderDoesNotStreamUpstream) {
   EXPECT_TRUE(h.launcher.live(0));
   h.launcher.delta(0, "all of it");
   h.launcher.complete(0, ok_output("all of it"));
-  EXPECT_TRUE(h.sink.result);
+  EXPECT_TRUE(h.listener.result);
 }
 
 TEST_F(JobTimeoutTest, DeadlineEndsTheJobInTimeWithAttemptsListed) {
@@ -114,14 +114,14 @@ TEST_F(JobTimeoutTest, DeadlineEndsTheJobInTimeWithAttemptsListed) {
   ASSERT_EQ(h.launcher.count(), 2u);
   h.scheduler.advance_by(200ms);
   h.launcher.delta(1, "partial");
-  for (int i = 0; i < 10 && !h.sink.ended(); ++i) {
+  for (int i = 0; i < 10 && !h.listener.ended(); ++i) {
     h.scheduler.advance_by(300ms);
     if (h.launcher.live(1)) h.launcher.delta(1, "more");
   }
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.end_ms, 2500);
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.end_ms, 2500);
   EXPECT_TRUE(h.launcher.at(1).aborted);
-  const auto& error = h.sink.error();
+  const auto& error = h.listener.error();
   EXPECT_EQ(error.kind, ErrorKind::timeout);
   EXPECT_EQ(error.code, "deadline");
   EXPECT_EQ(error.provider, "a");
@@ -140,10 +140,10 @@ TEST_F(JobTimeoutTest, DeadlineComesFromThePrimaryProviderWhenTheRequestHasNone)
   h.config.providers.at("a").policy.first_token_timeout_ms = 0;
   h.start_main(make_request("a", "m1"));
   h.scheduler.advance_by(1499ms);
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
   h.scheduler.advance_by(1ms);
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().code, "deadline");
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().code, "deadline");
 }
 
 TEST_F(JobTimeoutTest, JobEndsWithinItsDeadlineWhateverTheProvidersDo) {
@@ -154,14 +154,14 @@ TEST_F(JobTimeoutTest, JobEndsWithinItsDeadlineWhateverTheProvidersDo) {
   auto request = make_request("a", "m1", {t("b", "m2")});
   request.timeout_ms = 4000;
   h.start_main(request);
-  for (int step = 0; step < 1000 && !h.sink.ended(); ++step) {
+  for (int step = 0; step < 1000 && !h.listener.ended(); ++step) {
     const std::size_t last = h.launcher.count() - 1;
     if (h.launcher.live(last) && step % 7 == 3)
       h.launcher.fail(last, failure(ErrorKind::overloaded, 529));
     h.scheduler.advance_by(50ms);
   }
-  ASSERT_TRUE(h.sink.ended());
-  EXPECT_LE(h.sink.end_ms, 4000);
+  ASSERT_TRUE(h.listener.ended());
+  EXPECT_LE(h.listener.end_ms, 4000);
   EXPECT_EQ(h.scheduler.pending_timers(), 0u);
 }
 
@@ -171,13 +171,13 @@ TEST_F(JobTimeoutTest, RequestTimeoutOfZeroMeansTheConfiguredOne) {
   request.timeout_ms = 0;
   h.start_main(request);
   h.launcher.delta(0, "a");
-  for (int i = 0; i < 10 && !h.sink.ended(); ++i) {
+  for (int i = 0; i < 10 && !h.listener.ended(); ++i) {
     h.scheduler.advance_by(400ms);
     if (h.launcher.live(0)) h.launcher.delta(0, "b");
   }
-  ASSERT_TRUE(h.sink.has_error());
-  EXPECT_EQ(h.sink.error().code, "deadline");
-  EXPECT_EQ(h.sink.end_ms, 1200);
+  ASSERT_TRUE(h.listener.has_error());
+  EXPECT_EQ(h.listener.error().code, "deadline");
+  EXPECT_EQ(h.listener.end_ms, 1200);
 }
 
 TEST_F(JobTimeoutTest, ConfiguredTimeoutOfZeroMeansNoTotalDeadline) {
@@ -188,9 +188,9 @@ TEST_F(JobTimeoutTest, ConfiguredTimeoutOfZeroMeansNoTotalDeadline) {
     h.scheduler.advance_by(400ms);
     h.launcher.delta(0, "b");
   }
-  EXPECT_FALSE(h.sink.ended());
+  EXPECT_FALSE(h.listener.ended());
   h.launcher.complete(0, ok_output());
-  EXPECT_TRUE(h.sink.result);
+  EXPECT_TRUE(h.listener.result);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 #pragma once
 
 // Test doubles for the policy: a Scheduler over a ManualClock, a scriptable AttemptLauncher,
-// a JobSink that records everything, and a Random that returns scripted values.
+// a JobListener that records everything, and a Random that returns scripted values.
 
 #include <gtest/gtest.h>
 
@@ -116,7 +116,7 @@ class FakeLauncher final : public AttemptLauncher {
   struct Launch {
     AttemptSpec spec;
     protocol::Request request;  // a copy of *spec.request at start()
-    AttemptEvents* events = nullptr;
+    AttemptListener* events = nullptr;
     AttemptHandle handle = 0;
     int64_t started_ms = 0;
     bool aborted = false;
@@ -125,7 +125,7 @@ class FakeLauncher final : public AttemptLauncher {
 
   explicit FakeLauncher(const ManualScheduler& scheduler) : scheduler_(scheduler) {}
 
-  AttemptHandle start(const AttemptSpec& spec, AttemptEvents& events) override {
+  AttemptHandle start(const AttemptSpec& spec, AttemptListener& events) override {
     Launch launch;
     launch.spec = spec;
     if (spec.request != nullptr) launch.request = *spec.request;
@@ -175,7 +175,7 @@ class FakeLauncher final : public AttemptLauncher {
   }
 
  private:
-  AttemptEvents* events_of(std::size_t i) {
+  AttemptListener* events_of(std::size_t i) {
     static NullEvents null_events;
     if (i >= launches_.size() || !live(i)) {
       ADD_FAILURE() << "attempt " << i << " is not live";
@@ -183,7 +183,7 @@ class FakeLauncher final : public AttemptLauncher {
     }
     return launches_[i].events;
   }
-  struct NullEvents final : AttemptEvents {
+  struct NullEvents final : AttemptListener {
     void on_activity() override {}
     void on_delta(const protocol::Chunk&) override {}
     void on_complete(AttemptOutput) override {}
@@ -195,7 +195,7 @@ class FakeLauncher final : public AttemptLauncher {
   AttemptHandle next_handle_ = 100;
 };
 
-class RecordingSink final : public JobSink {
+class RecordingListener final : public JobListener {
  public:
   void on_chunk(const protocol::Chunk& chunk) override {
     check_open("chunk");
@@ -244,7 +244,7 @@ class RecordingSink final : public JobSink {
 
  private:
   void check_open(const char* what) {
-    if (ends > 0) ADD_FAILURE() << "sink got " << what << " after the job ended";
+    if (ends > 0) ADD_FAILURE() << "listener got " << what << " after the job ended";
   }
 };
 
@@ -352,28 +352,56 @@ inline Failure with_retry_after(Failure f, uint64_t ms) {
   return f;
 }
 
+// Records the provider feedback a job gives (what the runtime reports to the broker).
+class RecordingFeedback final : public ProviderFeedback {
+ public:
+  struct RateLimited {
+    protocol::Target target;
+    std::optional<uint64_t> retry_after_ms;
+    RateLimitHeaders limits;
+  };
+  void on_rate_limited(const protocol::Target& target, const Failure& failure) override {
+    rate_limited.push_back({target, failure.retry_after_ms, failure.limits});
+  }
+  void on_quota(const protocol::Target& target, const RateLimitHeaders& limits) override {
+    quota.emplace_back(target, limits);
+  }
+  void on_circuit(const protocol::Target& target, const BreakerChange& change) override {
+    circuit.emplace_back(target, change);
+  }
+
+  std::vector<RateLimited> rate_limited;
+  std::vector<std::pair<protocol::Target, RateLimitHeaders>> quota;
+  std::vector<std::pair<protocol::Target, BreakerChange>> circuit;
+};
+
 // Everything a job test needs; `start()` launches a job and runs the loop's first turn.
 class JobHarness {
  public:
   explicit JobHarness(WorkerConfig cfg) : config(std::move(cfg)) {
-    sink.now_ms = [this] { return scheduler.elapsed_ms(); };
+    listener.now_ms = [this] { return scheduler.elapsed_ms(); };
   }
 
-  std::unique_ptr<JobRunner> start(protocol::Request request, RecordingSink& into,
+  // Chunks are sent as a broker would ask: for a request that says stream.
+  std::unique_ptr<JobRunner> start(protocol::Request request, RecordingListener& into,
                                    std::string job_id = "job-1") {
-    auto job = start_job(JobContext{scheduler, launcher, breakers, random, config},
-                         std::move(job_id), std::move(request), into);
+    const bool send_chunks = request.stream;
+    auto job = start_job(
+        JobContext{scheduler, launcher, breakers, random, config, &feedback, open_targets},
+        std::move(job_id), std::move(request), send_chunks, into);
     scheduler.run_due();
     return job;
   }
-  void start_main(protocol::Request request) { runner = start(std::move(request), sink); }
+  void start_main(protocol::Request request) { runner = start(std::move(request), listener); }
 
   ManualScheduler scheduler;
   FakeLauncher launcher{scheduler};
   CircuitBreakers breakers{scheduler.clock()};
   ScriptedRandom random{0.0};  // jitter factor 1.0: exact backoff values
   WorkerConfig config;
-  RecordingSink sink;
+  RecordingListener listener;
+  RecordingFeedback feedback;
+  std::vector<std::string> open_targets;  // as a job header from the broker lists them
   std::unique_ptr<JobRunner> runner;
 };
 

@@ -64,12 +64,12 @@ TEST(RetryRules, ShouldRetryHeader) {
 }
 
 TEST(RetryRules, HealthFailuresFeedTheBreaker) {
-  for (auto kind :
-       {ErrorKind::network, ErrorKind::timeout, ErrorKind::overloaded, ErrorKind::server_error,
-        ErrorKind::rate_limited, ErrorKind::stream_interrupted}) {
+  for (auto kind : {ErrorKind::network, ErrorKind::timeout, ErrorKind::overloaded,
+                    ErrorKind::server_error, ErrorKind::stream_interrupted}) {
     EXPECT_TRUE(is_health_failure(kind)) << protocol::to_string(kind);
   }
-  for (auto kind : {ErrorKind::invalid_request, ErrorKind::authentication,
+  // A rate limit is the account's quota, not a broken provider (the broker paces it).
+  for (auto kind : {ErrorKind::rate_limited, ErrorKind::invalid_request, ErrorKind::authentication,
                     ErrorKind::model_not_available, ErrorKind::context_length_exceeded,
                     ErrorKind::content_filtered, ErrorKind::cancelled, ErrorKind::internal}) {
     EXPECT_FALSE(is_health_failure(kind)) << protocol::to_string(kind);

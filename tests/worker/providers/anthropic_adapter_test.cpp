@@ -8,8 +8,8 @@ namespace {
 
 using protocol::ErrorKind;
 
-std::variant<BuiltRequest, Failure> build(const protocol::Request& request,
-                                          const ProviderConfig& provider, bool stream = true) {
+Result<BuiltRequest, Failure> build(const protocol::Request& request,
+                                    const ProviderConfig& provider, bool stream = true) {
   return adapter("anthropic").build(request, "claude-x", stream, provider);
 }
 
@@ -42,8 +42,8 @@ TEST(AnthropicBuild, RichRequestClampsTemperature) {
   ProviderConfig provider = make_provider("anthropic");
   provider.base_url = "https://api.anthropic.example";
   auto result = build(request, provider);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result)) << std::get<Failure>(result).message;
-  const BuiltRequest& built = std::get<BuiltRequest>(result);
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  const BuiltRequest& built = result.value();
   const Json expected = {{"model", "claude-x"},
                          {"max_tokens", 100},
                          {"system", "You are terse."},
@@ -69,8 +69,8 @@ TEST(AnthropicBuild, ThinkingAndDefaultMaxTokens) {
   ProviderConfig provider = make_provider("anthropic");
   provider.default_max_tokens = 8000;
   auto result = build(request, provider, false);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result)) << std::get<Failure>(result).message;
-  const BuiltRequest& built = std::get<BuiltRequest>(result);
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  const BuiltRequest& built = result.value();
   const Json body = built_body(built);
   EXPECT_EQ(body["max_tokens"], 8000);
   EXPECT_EQ(body["thinking"], Json::parse(R"({"type":"enabled","budget_tokens":2048})"));
@@ -81,8 +81,8 @@ TEST(AnthropicBuild, ThinkingAndDefaultMaxTokens) {
 
   request.thinking_budget = 9000;
   auto failure = build(request, provider);
-  ASSERT_TRUE(std::holds_alternative<Failure>(failure));
-  EXPECT_EQ(std::get<Failure>(failure).message,
+  ASSERT_TRUE(!failure.ok());
+  EXPECT_EQ(failure.error().message,
             "thinking_budget: 9000 must be below max_tokens (8000) for anthropic");
 }
 
@@ -95,8 +95,8 @@ TEST(AnthropicBuild, SystemBlocksToolChoiceAndImageTypes) {
   request.tools = {{"f", "", ""}};
   request.tool_choice = "required";
   auto result = build(request, make_provider("anthropic"));
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result));
-  Json body = built_body(std::get<BuiltRequest>(result));
+  ASSERT_TRUE(result.ok());
+  Json body = built_body(result.value());
   EXPECT_EQ(body["system"],
             Json::parse(R"([{"type":"text","text":"one"},{"type":"text","text":"two"}])"));
   EXPECT_EQ(body["max_tokens"], 4096);  // the documented default
@@ -107,10 +107,10 @@ TEST(AnthropicBuild, SystemBlocksToolChoiceAndImageTypes) {
 
   request.tool_choice = "function";
   request.tool_choice_function = "f";
-  body = built_body(std::get<BuiltRequest>(build(request, make_provider("anthropic"))));
+  body = built_body(build(request, make_provider("anthropic")).value());
   EXPECT_EQ(body["tool_choice"], Json::parse(R"({"type":"tool","name":"f"})"));
   request.tool_choice = "none";
-  body = built_body(std::get<BuiltRequest>(build(request, make_provider("anthropic"))));
+  body = built_body(build(request, make_provider("anthropic")).value());
   EXPECT_EQ(body["tool_choice"], Json::parse(R"({"type":"none"})"));
 }
 
@@ -120,25 +120,23 @@ TEST(AnthropicBuild, Failures) {
   ProviderConfig keyless = make_provider("anthropic", "");
   keyless.api_key_env = "ANTHROPIC_API_KEY";
   auto result = build(request, keyless);
-  ASSERT_TRUE(std::holds_alternative<Failure>(result));
-  EXPECT_EQ(std::get<Failure>(result).kind, ErrorKind::authentication);
-  EXPECT_EQ(std::get<Failure>(result).message, "no API key: set ANTHROPIC_API_KEY");
+  ASSERT_TRUE(!result.ok());
+  EXPECT_EQ(result.error().kind, ErrorKind::authentication);
+  EXPECT_EQ(result.error().message, "no API key: set ANTHROPIC_API_KEY");
 
   request.response_format = "json_object";
   result = build(request, make_provider("anthropic"));
-  EXPECT_EQ(std::get<Failure>(result).message,
-            "response_format: 'json_object' is not supported by anthropic");
+  EXPECT_EQ(result.error().message, "response_format: 'json_object' is not supported by anthropic");
 
   request.response_format.clear();
   request.messages.push_back({"assistant", "", "", {}, {{"id1", "f", "[1,2]"}}, "", ""});
   result = build(request, make_provider("anthropic"));
-  EXPECT_EQ(std::get<Failure>(result).kind, ErrorKind::invalid_request);
-  EXPECT_EQ(std::get<Failure>(result).message,
-            "messages[1].tool_calls[0].arguments: must be a JSON object");
+  EXPECT_EQ(result.error().kind, ErrorKind::invalid_request);
+  EXPECT_EQ(result.error().message, "messages[1].tool_calls[0].arguments: must be a JSON object");
 
   request.messages = {{"system", "only a system prompt", "", {}, {}, "", ""}};
   result = build(request, make_provider("anthropic"));
-  EXPECT_EQ(std::get<Failure>(result).message, "messages: no user or assistant message");
+  EXPECT_EQ(result.error().message, "messages: no user or assistant message");
 }
 
 const std::string kStream = joined({
@@ -252,6 +250,78 @@ TEST(AnthropicDecode, WholeBody) {
   EXPECT_EQ(d.prompt_tokens, 9u);
   EXPECT_EQ(d.completion_tokens, 4u);
   EXPECT_EQ(d.request_id, "msg_2");
+}
+
+// Found by fuzzing (tests/fuzz/corpus/adapters/crash-usage-1e42): converting a count beyond
+// uint64 to an integer was undefined behaviour. Such a count, or a block index, is ignored.
+TEST(AnthropicDecode, CountsBeyondUint64AreIgnored) {
+  const std::string body = R"({"id":"m","type":"message","model":"c",
+    "content":[{"type":"text","text":"x"}],"stop_reason":"end_turn",
+    "usage":{"input_tokens":12.0,"output_tokens":1e42}})";
+  const Decoded whole = decode(adapter("anthropic"), false, 200, {}, body);
+  EXPECT_EQ(whole.content, "x");
+  EXPECT_EQ(whole.prompt_tokens, 12u);
+  EXPECT_EQ(whole.completion_tokens, 0u);
+
+  // A dashscope-shaped count written as a 43-digit integer was the fuzzer's input: JSON readers
+  // take it as a double.
+  const std::string stream = joined(
+      {"event: message_start\n",
+       R"(data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":1111111111111111111111111111111111111111113,"output_tokens":1}}})",
+       "\n\nevent: content_block_start\n",
+       R"(data: {"type":"content_block_start","index":1e42,"content_block":{"type":"text","text":""}})",
+       "\n\nevent: content_block_delta\n",
+       R"(data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})",
+       "\n\nevent: message_delta\n",
+       R"(data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1.8446744073709552e19}})",
+       "\n\nevent: message_stop\n", R"(data: {"type":"message_stop"})", "\n\n"});
+  const Decoded streamed =
+      decode(adapter("anthropic"), true, 200, {{"content-type", "text/event-stream"}}, stream);
+  EXPECT_EQ(streamed.content, "Hi");
+  EXPECT_EQ(streamed.prompt_tokens, 0u);
+  EXPECT_EQ(streamed.completion_tokens, 1u) << "the out-of-range update is ignored";
+  EXPECT_EQ(streamed.malformed, 1) << "the block start without a usable index";
+  EXPECT_EQ(streamed.terminators, 1);
+}
+
+// 100,000 nested objects in a tool_use input overflowed the worker's stack when the input was
+// serialised (nlohmann's dump and JsonValue::to_json recurse): now the answer is unparsable.
+TEST(AnthropicDecode, AnswerNestedTooDeeplyIsRefusedNotACrash) {
+  constexpr std::size_t kDepth = 100000;
+  std::string deep;
+  for (std::size_t i = 0; i < kDepth; ++i) deep += "{\"a\":";
+  deep += "1" + std::string(kDepth, '}');
+  const std::string whole =
+      R"({"id":"m","type":"message","model":"c","content":[{"type":"tool_use","id":"t","name":"f","input":)" +
+      deep + R"(}],"stop_reason":"tool_use"})";
+  const Decoded d = decode(adapter("anthropic"), false, 200, {}, whole);
+  ASSERT_TRUE(d.finish_failure);
+  EXPECT_EQ(d.finish_failure->kind, ErrorKind::server_error);
+  EXPECT_TRUE(d.tool_calls.empty());
+
+  const std::string stream = joined(
+      {"event: content_block_start\n",
+       R"(data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":)",
+       deep, "}}\n\n", "event: message_stop\n", R"(data: {"type":"message_stop"})", "\n\n"});
+  const Decoded s =
+      decode(adapter("anthropic"), true, 200, {{"content-type", "text/event-stream"}}, stream);
+  EXPECT_EQ(s.malformed, 1);
+  EXPECT_TRUE(s.tool_calls.empty());
+}
+
+// The same from the client's side: tool arguments nested too deeply are refused, not serialised.
+TEST(AnthropicBuild, ArgumentsNestedTooDeeplyAreRefused) {
+  protocol::Request request;
+  request.messages = {{"user", "hi", "", {}, {}, "", ""}};
+  std::string deep;
+  for (std::size_t i = 0; i < 100000; ++i) deep += "{\"a\":";
+  deep += "1" + std::string(100000, '}');
+  request.messages.push_back({"assistant", "", "", {}, {{"id1", "f", deep}}, "", ""});
+  const auto result = build(request, make_provider("anthropic"));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().kind, ErrorKind::invalid_request);
+  EXPECT_EQ(result.error().message,
+            "messages[1].tool_calls[0].arguments: JSON nested deeper than 256 levels");
 }
 
 TEST(AnthropicDecode, ErrorEventAfter200) {

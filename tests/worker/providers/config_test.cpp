@@ -43,7 +43,7 @@ TEST(ConfigDefaults, NoFileServesOllamaOnlyWithoutKeys) {
   EXPECT_EQ(ollama.base_url, "http://localhost:11434");
   EXPECT_EQ(ollama.api_key, "");
   EXPECT_EQ(ollama.api_key_env, "");
-  // The documented defaults (the seed guide plus the timeouts of DESIGN.md).
+  // The documented defaults (README.md, "Worker configuration").
   EXPECT_EQ(config.temperature, std::optional<double>(0.7));
   EXPECT_TRUE(config.enable_fallback);
   EXPECT_TRUE(config.fallbacks.empty());
@@ -390,7 +390,8 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"defaults:\n  timout_ms: 5\n",
                     "dispatch.yaml: defaults.timout_ms: unknown key (did you mean 'timeout_ms'?)"},
         InvalidCase{"worker: {threads: 4}\n",
-                    "dispatch.yaml: worker.threads: unknown key (expected one of: concurrency)"},
+                    "dispatch.yaml: worker.threads: unknown key (expected one of: concurrency, "
+                    "max_request_bytes, max_response_bytes)"},
         InvalidCase{"providers:\n  openai:\n    api_key: sk-123\n",
                     "dispatch.yaml: providers.openai.api_key: unknown key (keys are read from the "
                     "environment: set api_key_env)"},
@@ -453,11 +454,11 @@ INSTANTIATE_TEST_SUITE_P(
                     "configured (configured: ollama)"},
         InvalidCase{"defaults:\n  fallback_providers: [ollama]\n",
                     "dispatch.yaml: defaults.fallback_providers[0]: provider 'ollama' has no "
-                    "fallback_model (set providers.ollama.fallback_model, or list it in fallbacks "
-                    "as 'ollama/MODEL')"},
+                    "fallback_model (set providers.ollama.fallback_model, e.g. llama3.2, or list "
+                    "it in fallbacks as 'ollama/MODEL')"},
         InvalidCase{"providers:\n  mine: {base_url: 'http://x'}\n",
                     "dispatch.yaml: providers.mine.type: missing (required for a provider that is "
-                    "not built in: ollama, ali, openai, claude)"},
+                    "not built in: ollama, openai, ali, claude)"},
         InvalidCase{"providers:\n  local: {type: openai-compatible}\n",
                     "dispatch.yaml: providers.local.base_url: missing (required for type "
                     "openai-compatible)"},

@@ -8,9 +8,8 @@ namespace {
 
 using protocol::ErrorKind;
 
-std::variant<BuiltRequest, Failure> build(
-    const protocol::Request& request, bool stream = true,
-    const ProviderConfig& provider = make_provider("dashscope")) {
+Result<BuiltRequest, Failure> build(const protocol::Request& request, bool stream = true,
+                                    const ProviderConfig& provider = make_provider("dashscope")) {
   return adapter("dashscope").build(request, "qwen-plus", stream, provider);
 }
 
@@ -18,8 +17,8 @@ TEST(DashScopeBuild, RichRequest) {
   ProviderConfig provider = make_provider("dashscope");
   provider.base_url = "https://dashscope.aliyuncs.com/api/v1";
   auto result = build(rich_request(/*with_image=*/false), true, provider);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result)) << std::get<Failure>(result).message;
-  const BuiltRequest& built = std::get<BuiltRequest>(result);
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  const BuiltRequest& built = result.value();
   const Json expected = Json::parse(R"({
     "model":"qwen-plus",
     "input":{"messages":[
@@ -54,8 +53,8 @@ TEST(DashScopeBuild, NonStreamAndTemperatureClamp) {
   request.temperature = 2.0;
   request.response_format = "json_object";
   auto result = build(request, false);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result));
-  const BuiltRequest& built = std::get<BuiltRequest>(result);
+  ASSERT_TRUE(result.ok());
+  const BuiltRequest& built = result.value();
   EXPECT_EQ(built_body(built)["parameters"],
             Json::parse(R"({"result_format":"message","temperature":1.99,
                             "response_format":{"type":"json_object"}})"));
@@ -67,15 +66,15 @@ TEST(DashScopeBuild, NonStreamAndTemperatureClamp) {
 TEST(DashScopeBuild, Failures) {
   protocol::Request request = rich_request(/*with_image=*/true);
   auto result = build(request);
-  ASSERT_TRUE(std::holds_alternative<Failure>(result));
-  EXPECT_EQ(std::get<Failure>(result).kind, ErrorKind::invalid_request);
-  EXPECT_THAT(std::get<Failure>(result).message,
+  ASSERT_TRUE(!result.ok());
+  EXPECT_EQ(result.error().kind, ErrorKind::invalid_request);
+  EXPECT_THAT(result.error().message,
               ::testing::StartsWith("messages[1]: images are not supported"));
   ProviderConfig keyless = make_provider("dashscope", "");
   keyless.api_key_env = "DASHSCOPE_API_KEY";
   result = build(rich_request(false), true, keyless);
-  EXPECT_EQ(std::get<Failure>(result).kind, ErrorKind::authentication);
-  EXPECT_EQ(std::get<Failure>(result).message, "no API key: set DASHSCOPE_API_KEY");
+  EXPECT_EQ(result.error().kind, ErrorKind::authentication);
+  EXPECT_EQ(result.error().message, "no API key: set DASHSCOPE_API_KEY");
 }
 
 std::string event(int id, const std::string& data, const std::string& name = "result",

@@ -153,10 +153,38 @@ TEST(Scrub, RemovesKeysAndBearerTokens) {
   EXPECT_EQ(scrub_secrets("header Authorization: Bearer abc.def-ghi rejected"),
             "header Authorization: Bearer *** rejected");
   EXPECT_EQ(scrub_secrets("ask-me and sk-short stay"), "ask-me and sk-short stay");
+  const std::vector<std::string> key = {"abcdef123456"};
   const Failure failure = classify_provider_error(
-      {401, "invalid_api_key", "", "Incorrect API key provided: abcdef123456"}, {}, kNowMs,
-      "abcdef123456");
+      {401, "invalid_api_key", "", "Incorrect API key provided: abcdef123456"}, {}, kNowMs, key);
   EXPECT_EQ(failure.message, "Incorrect API key provided: ***");
+}
+
+TEST(Scrub, RemovesTheKeyAndEveryCustomHeaderValueOfTheProvider) {
+  ProviderConfig provider;
+  provider.api_key = "key-SECRET-7f3a9c";
+  provider.extra_headers = {{"X-Tenant-Token", "tok-SECRET-b21e"},
+                            {"X-Team", "team"},  // under 6 characters: ordinary words stay
+                            {"X-Wrapper", "wrap-key-SECRET-7f3a9c-end"}};
+  const std::vector<std::string> secrets = provider.secrets();
+  ASSERT_EQ(secrets.size(), 4u);
+  EXPECT_EQ(scrub_secrets("bad key-SECRET-7f3a9c with tok-SECRET-b21e for team "
+                          "wrap-key-SECRET-7f3a9c-end",
+                          secrets),
+            "bad *** with *** for team ***");
+  const Failure failure = classify_provider_error(
+      {400, "tok-SECRET-b21e", "", "header X-Tenant-Token: tok-SECRET-b21e is not allowed"}, {},
+      kNowMs, secrets);
+  EXPECT_EQ(failure.code, "***");
+  EXPECT_EQ(failure.message, "header X-Tenant-Token: *** is not allowed");
+
+  TransportError cut;
+  cut.kind = ErrorKind::network;
+  cut.curl_code = 56;
+  cut.message = "proxy said tok-SECRET-b21e";
+  provider.name = "mine";
+  provider.base_url = "https://user:pass-SECRET@api.example.com/v1";
+  const Failure transport = failure_from_transport(cut, provider);
+  EXPECT_EQ(transport.message.find("SECRET"), std::string::npos) << transport.message;
 }
 
 TEST(Transport, KeepsTheEngineClassification) {

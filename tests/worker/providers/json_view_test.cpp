@@ -261,11 +261,10 @@ TEST(JsonDocumentTest, DifferentialAgainstNlohmann) {
   EXPECT_GT(fast, kRounds / 3);
 }
 
-TEST(JsonDocumentTest, DeepNestingIsAcceptedWithoutRecursion) {
+TEST(JsonDocumentTest, NestingUpToTheBoundIsReadWithoutRecursion) {
   // Beyond the fast parser's depth: nlohmann decides, and the conversion must not recurse.
-  constexpr std::size_t kDepth = 100000;
-  const std::string text =
-      "{\"id\":\"x\",\"deep\":" + std::string(kDepth, '[') + std::string(kDepth, ']') + "}";
+  const std::string text = "{\"id\":\"x\",\"deep\":" + std::string(kMaxJsonDepth - 1, '[') +
+                           std::string(kMaxJsonDepth - 1, ']') + "}";
   JsonDocument document;
   const JsonValue* root = document.parse(text);
   ASSERT_NE(root, nullptr);
@@ -273,7 +272,22 @@ TEST(JsonDocumentTest, DeepNestingIsAcceptedWithoutRecursion) {
   EXPECT_EQ(json_string(*root, "id"), "x");
   ASSERT_NE(json_array(*root, "deep"), nullptr);
   EXPECT_EQ(json_array(*root, "deep")->size(), 1u);
-  EXPECT_EQ(document.parse(std::string(kDepth, '[')), nullptr);
+  EXPECT_EQ(document.parse(std::string(kMaxJsonDepth, '[')), nullptr);
+}
+
+// Deeper nesting is refused: converting (dump, to_json) is recursive, and 100,000 levels — 200 KB
+// from a provider — overflowed the worker's stack (found with the fuzz harnesses' inputs).
+TEST(JsonDocumentTest, NestingBeyondTheBoundIsRefused) {
+  constexpr std::size_t kDepth = 100000;
+  JsonDocument document;
+  const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  EXPECT_EQ(document.parse(deep), nullptr);
+  EXPECT_EQ(document.parse("{\"id\":\"x\",\"deep\":" + deep + "}"), nullptr);
+  EXPECT_EQ(
+      document.parse(std::string(kMaxJsonDepth + 1, '[') + std::string(kMaxJsonDepth + 1, ']')),
+      nullptr);
+  EXPECT_NE(document.parse("[\"" + std::string(kDepth, '[') + "\"]"), nullptr)
+      << "brackets inside a string are text";
 }
 
 TEST(JsonDocumentTest, ReusedDocumentKeepsEarlierStringsValidWithinOneParse) {

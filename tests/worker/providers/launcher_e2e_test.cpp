@@ -33,7 +33,7 @@ constexpr const char* kFakeBinary = "";
 
 constexpr std::string_view kThinkingText = "Let me think about this request step by step.";
 
-struct Recorder final : AttemptEvents {
+struct Recorder final : AttemptListener {
   std::vector<protocol::Chunk> deltas;
   int activity = 0;
   std::optional<AttemptOutput> output;
@@ -83,7 +83,7 @@ struct Recorder final : AttemptEvents {
 };
 
 // Collects a plain HTTP response through the same engine (for GET /_fake/log).
-struct BufferingHandler final : HttpHandler {
+struct BufferingListener final : TransferListener {
   int status = 0;
   std::string body;
   bool done = false;
@@ -193,13 +193,13 @@ class LauncherE2e : public ::testing::Test {
   }
 
   nlohmann::json fake_control(const std::string& method, const std::string& path) {
-    BufferingHandler handler;
+    BufferingListener listener;
     HttpRequest request;
     request.method = method;
     request.url = fake_->host_url() + path;
-    engine_->start(std::move(request), {}, handler);
-    EXPECT_TRUE(run_until([&] { return handler.done; }));
-    return nlohmann::json::parse(handler.body, nullptr, false);
+    engine_->start(std::move(request), {}, listener);
+    EXPECT_TRUE(run_until([&] { return listener.done; }));
+    return nlohmann::json::parse(listener.body, nullptr, false);
   }
 
   nlohmann::json fake_log(const std::string& model) {

@@ -14,8 +14,8 @@ ProviderConfig local_ollama() {
   return provider;
 }
 
-std::variant<BuiltRequest, Failure> build(const protocol::Request& request, bool stream = true,
-                                          const ProviderConfig& provider = local_ollama()) {
+Result<BuiltRequest, Failure> build(const protocol::Request& request, bool stream = true,
+                                    const ProviderConfig& provider = local_ollama()) {
   return adapter("ollama").build(request, "llama3.2", stream, provider);
 }
 
@@ -24,8 +24,8 @@ TEST(OllamaBuild, RichRequest) {
   provider.api_key_env.clear();
   provider.base_url = "http://127.0.0.1:11434";
   auto result = build(rich_request(), true, provider);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result)) << std::get<Failure>(result).message;
-  const BuiltRequest& built = std::get<BuiltRequest>(result);
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  const BuiltRequest& built = result.value();
   const Json expected = Json::parse(joined({R"({
     "model":"llama3.2","stream":true,
     "messages":[
@@ -58,8 +58,8 @@ TEST(OllamaBuild, StreamFalseIsExplicitAndFormats) {
   request.response_format = "json_object";
   request.temperature = 0.0;
   auto result = build(request, false);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(result));
-  Json body = built_body(std::get<BuiltRequest>(result));
+  ASSERT_TRUE(result.ok());
+  Json body = built_body(result.value());
   EXPECT_EQ(body["stream"], false);
   EXPECT_EQ(body["format"], "json");
   EXPECT_EQ(body["options"], Json::parse(R"({"temperature":0.0})"));
@@ -67,17 +67,17 @@ TEST(OllamaBuild, StreamFalseIsExplicitAndFormats) {
 
   request.response_format = "json_schema";
   request.response_schema = R"({"type":"object","properties":{"age":{"type":"integer"}}})";
-  body = built_body(std::get<BuiltRequest>(build(request)));
+  body = built_body(build(request).value());
   EXPECT_EQ(body["format"], Json::parse(request.response_schema));
 }
 
 TEST(OllamaBuild, ToolChoice) {
   protocol::Request request = rich_request(false);
   request.tool_choice = "none";  // expressed by not offering the tools
-  auto built = std::get<BuiltRequest>(build(request));
+  auto built = build(request).value();
   EXPECT_FALSE(built_body(built).contains("tools"));
   request.tool_choice = "required";
-  built = std::get<BuiltRequest>(build(request));
+  built = build(request).value();
   EXPECT_TRUE(built_body(built).contains("tools"));
   EXPECT_EQ(built.notes,
             std::vector<std::string>{"tool_choice required not sent (ollama has no tool_choice)"});
@@ -89,21 +89,19 @@ TEST(OllamaBuild, KeyOnlyWhenConfigured) {
   ProviderConfig cloud = make_provider("ollama", "");
   cloud.api_key_env = "OLLAMA_API_KEY";
   auto result = build(request, true, cloud);
-  ASSERT_TRUE(std::holds_alternative<Failure>(result));
-  EXPECT_EQ(std::get<Failure>(result).message, "no API key: set OLLAMA_API_KEY");
+  ASSERT_TRUE(!result.ok());
+  EXPECT_EQ(result.error().message, "no API key: set OLLAMA_API_KEY");
   cloud.api_key = "ollama-key";
   result = build(request, true, cloud);
-  EXPECT_EQ(header_value(std::get<BuiltRequest>(result).http.headers, "Authorization"),
-            "Bearer ollama-key");
+  EXPECT_EQ(header_value(result.value().http.headers, "Authorization"), "Bearer ollama-key");
 }
 
 TEST(OllamaBuild, ImageUrlsAreRejected) {
   protocol::Request request;
   request.messages = {{"user", "hi", "", {"https://example.com/cat.png"}, {}, "", ""}};
   auto result = build(request);
-  ASSERT_TRUE(std::holds_alternative<Failure>(result));
-  EXPECT_EQ(std::get<Failure>(result).message,
-            "messages[0].images[0]: ollama takes base64 images, not URLs");
+  ASSERT_TRUE(!result.ok());
+  EXPECT_EQ(result.error().message, "messages[0].images[0]: ollama takes base64 images, not URLs");
 }
 
 const std::string kStream = joined({

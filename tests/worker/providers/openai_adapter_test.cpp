@@ -12,21 +12,21 @@ BuiltRequest build_ok(std::string_view type, const protocol::Request& request,
                       const ProviderConfig& provider, bool stream = true,
                       const std::string& model = "gpt-x") {
   auto built = adapter(type).build(request, model, stream, provider);
-  if (auto* failure = std::get_if<Failure>(&built)) {
-    ADD_FAILURE() << "build failed: " << failure->message;
+  if (!built) {
+    ADD_FAILURE() << "build failed: " << built.error().message;
     return {};
   }
-  return std::get<BuiltRequest>(built);
+  return built.value();
 }
 
 Failure build_failure(std::string_view type, const protocol::Request& request,
                       const ProviderConfig& provider) {
   auto built = adapter(type).build(request, "gpt-x", true, provider);
-  if (!std::holds_alternative<Failure>(built)) {
+  if (built.ok()) {
     ADD_FAILURE() << "build succeeded";
     return {};
   }
-  return std::get<Failure>(built);
+  return built.error();
 }
 
 Json expected_openai_messages() {
@@ -152,8 +152,7 @@ TEST(OpenAiBuild, RequestsTheFormatCannotExpress) {
   EXPECT_EQ(failure.kind, ErrorKind::invalid_request);
   EXPECT_EQ(failure.message, "stop: openai accepts at most 4 stop sequences (got 5)");
   // Compatible servers document no such limit.
-  EXPECT_TRUE(std::holds_alternative<BuiltRequest>(
-      adapter("openai-compatible").build(request, "m", true, provider)));
+  EXPECT_TRUE(adapter("openai-compatible").build(request, "m", true, provider).ok());
 
   request.stop.clear();
   request.messages[0].images = {"not base64!"};
@@ -200,8 +199,8 @@ TEST(OpenAiBuild, MissingKey) {
   // A compatible server without a configured key variable needs none.
   provider.api_key_env.clear();
   const auto built = adapter("openai-compatible").build(request, "m", true, provider);
-  ASSERT_TRUE(std::holds_alternative<BuiltRequest>(built));
-  EXPECT_EQ(header_value(std::get<BuiltRequest>(built).http.headers, "Authorization"), "<absent>");
+  ASSERT_TRUE(built.ok());
+  EXPECT_EQ(header_value(built.value().http.headers, "Authorization"), "<absent>");
 }
 
 const std::string kStream = joined({
@@ -369,17 +368,22 @@ TEST(OpenAiDecode, ErrorBodies) {
   EXPECT_LE(d.finish_failure->message.size(), 200u);
 }
 
-TEST(OpenAiDecode, WholeBodyIsBounded) {
+TEST(OpenAiDecode, WholeBodyIsBoundedByMaxResponseBytes) {
   const std::string chunk(1 << 20, ' ');
   static const ManualClock clock;
   const ProviderConfig provider = make_provider("openai");
-  auto decoder = adapter("openai").make_decoder(false, provider, clock);
-  RecordingSink sink;
+  auto decoder = adapter("openai").make_decoder({.stream = false, .max_body_bytes = 3u << 20},
+                                                provider, clock);
+  RecordingListener listener;
   decoder->on_headers(200, {});
-  for (int i = 0; i < 40 && !sink.decoded.stream_error; ++i) decoder->on_body(chunk, sink);
-  ASSERT_TRUE(sink.decoded.stream_error);
-  EXPECT_EQ(sink.decoded.stream_error->kind, ErrorKind::internal);
-  EXPECT_EQ(sink.decoded.stream_error->message, "response too large (over 32 MiB)");
+  int fed = 0;
+  for (; fed < 40 && !listener.decoded.stream_error; ++fed) decoder->on_body(chunk, listener);
+  ASSERT_TRUE(listener.decoded.stream_error);
+  EXPECT_EQ(fed, 4);  // the fourth MiB is over the bound
+  EXPECT_EQ(listener.decoded.stream_error->kind, ErrorKind::invalid_request);
+  EXPECT_EQ(listener.decoded.stream_error->code, "response_too_large");
+  EXPECT_THAT(listener.decoded.stream_error->message,
+              ::testing::HasSubstr("worker.max_response_bytes (3145728 bytes)"));
 }
 
 TEST(OpenAiDecode, UnparsableWholeBody) {

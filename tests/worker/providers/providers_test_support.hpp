@@ -1,6 +1,6 @@
 #pragma once
 
-// Helpers for the provider-layer tests: an injectable environment, a DecodeSink that records
+// Helpers for the provider-layer tests: an injectable environment, a DecodeListener that records
 // everything, and a driver that feeds a canned response to a decoder in arbitrary pieces.
 
 #include <gtest/gtest.h>
@@ -54,7 +54,7 @@ struct Decoded {
   std::optional<Failure> finish_failure;  // what finish() returned
 };
 
-class RecordingSink final : public DecodeSink {
+class RecordingListener final : public DecodeListener {
  public:
   Decoded decoded;
 
@@ -97,21 +97,27 @@ inline ProviderConfig make_provider(std::string type, std::string key = "sk-test
   return provider;
 }
 
+inline void record_finish(ResponseDecoder& decoder, RecordingListener& listener) {
+  auto finished = decoder.finish(listener);
+  if (!finished) listener.decoded.finish_failure = finished.error();
+}
+
 // Decodes `body` fed in pieces of `piece` bytes (0 = all at once).
 inline Decoded decode(const Adapter& adapter, bool stream, int status, const HttpHeaders& headers,
                       std::string_view body, std::size_t piece = 0,
                       const ProviderConfig* provider = nullptr) {
   static const ManualClock clock;
   static const ProviderConfig default_provider = make_provider("test");
-  auto decoder = adapter.make_decoder(stream, provider ? *provider : default_provider, clock);
-  RecordingSink sink;
+  auto decoder =
+      adapter.make_decoder({.stream = stream}, provider ? *provider : default_provider, clock);
+  RecordingListener listener;
   decoder->on_headers(status, headers);
   if (piece == 0) piece = body.size() == 0 ? 1 : body.size();
   for (std::size_t pos = 0; pos < body.size(); pos += piece) {
-    decoder->on_body(body.substr(pos, piece), sink);
+    decoder->on_body(body.substr(pos, piece), listener);
   }
-  sink.decoded.finish_failure = decoder->finish(sink);
-  return sink.decoded;
+  record_finish(*decoder, listener);
+  return listener.decoded;
 }
 
 // Splits `body` into two pieces at every byte boundary and checks each split decodes the same
@@ -121,13 +127,13 @@ inline void expect_same_at_every_split(const Adapter& adapter, const HttpHeaders
   static const ManualClock clock;
   static const ProviderConfig provider = make_provider("test");
   for (std::size_t split = 1; split < body.size(); ++split) {
-    auto decoder = adapter.make_decoder(true, provider, clock);
-    RecordingSink sink;
+    auto decoder = adapter.make_decoder({.stream = true}, provider, clock);
+    RecordingListener listener;
     decoder->on_headers(200, headers);
-    decoder->on_body(body.substr(0, split), sink);
-    decoder->on_body(body.substr(split), sink);
-    sink.decoded.finish_failure = decoder->finish(sink);
-    const Decoded& d = sink.decoded;
+    decoder->on_body(body.substr(0, split), listener);
+    decoder->on_body(body.substr(split), listener);
+    record_finish(*decoder, listener);
+    const Decoded& d = listener.decoded;
     ASSERT_EQ(d.content, whole.content) << "split at " << split;
     ASSERT_EQ(d.thinking, whole.thinking) << "split at " << split;
     ASSERT_EQ(d.tool_calls.size(), whole.tool_calls.size()) << "split at " << split;

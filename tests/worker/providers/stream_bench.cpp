@@ -76,7 +76,7 @@ struct Stats {
   std::map<std::string, uint64_t> failures;
 };
 
-class BenchEvents final : public AttemptEvents {
+class BenchEvents final : public AttemptListener {
  public:
   BenchEvents(Stats& stats, uint64_t expected_tokens) : stats_(stats), expected_(expected_tokens) {}
   void on_activity() override {}
@@ -177,18 +177,18 @@ int main(int argc, char** argv) {
   const long hwm_kb = status_kb("VmHWM");
 
   // The fake's own count confirms the streams really overlapped on the server side.
-  struct StatsHandler final : HttpHandler {
+  struct StatsListener final : TransferListener {
     std::string body;
     bool done = false;
     void on_response_start(int, const HttpHeaders&) override {}
     void on_body(std::string_view bytes) override { body.append(bytes); }
     void on_complete(const std::optional<TransportError>&) override { done = true; }
-  } stats_handler;
+  } stats_listener;
   HttpRequest stats_request;
   stats_request.method = "GET";
   stats_request.url = fake.host_url() + "/_fake/stats";
-  engine.start(std::move(stats_request), {}, stats_handler);
-  for (int i = 0; i < 200 && !stats_handler.done; ++i) loop.run_once(20);
+  engine.start(std::move(stats_request), {}, stats_listener);
+  for (int i = 0; i < 200 && !stats_listener.done; ++i) loop.run_once(20);
 
   std::printf("streams:              %d (model %s)\n", streams, model.c_str());
   std::printf("succeeded:            %llu (%.2f%%), failed %llu, unfinished %llu\n",
@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
   std::printf("wall time:            %.2f s\n", wall_s);
   std::printf("peak in flight:       %llu\n",
               static_cast<unsigned long long>(stats.peak_in_flight));
-  std::printf("fake-provider stats:  %s\n", stats_handler.body.c_str());
+  std::printf("fake-provider stats:  %s\n", stats_listener.body.c_str());
   std::printf("RSS before streams:   %ld kB\n", rss_before_kb);
   std::printf("peak RSS (VmHWM):     %ld kB\n", hwm_kb);
   std::printf("per request in flight: %.1f kB ((VmHWM - RSS before) / peak in flight)\n",

@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "dispatch/common/fd.hpp"
+
 namespace dispatch::worker {
 namespace {
 
@@ -25,20 +25,6 @@ namespace {
 // nothing measurable at this interval.
 constexpr int kMaxIdleWaitMs = 1000;
 constexpr int kMaxEventsPerWait = 256;
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 [[noreturn]] void throw_errno(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -100,7 +86,7 @@ struct EventLoop::Impl {
   };
 
   UniqueFd epoll_fd{::epoll_create1(EPOLL_CLOEXEC)};
-  UniqueFd wake_fd{::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+  WakeupFd wake;  // post() and stop() from other threads (or a signal handler)
 
   // Indexed by fd: fds are small dense integers, so a vector beats a hash map on the hot path.
   std::vector<Watch> watches;
@@ -124,12 +110,11 @@ struct EventLoop::Impl {
   std::vector<epoll_event> events = std::vector<epoll_event>(kMaxEventsPerWait);
 
   Impl() {
-    if (epoll_fd.get() < 0) throw_errno("epoll_create1");
-    if (wake_fd.get() < 0) throw_errno("eventfd");
+    if (!epoll_fd) throw_errno("epoll_create1");
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.u64 = pack(wake_fd.get(), 0);
-    if (::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, wake_fd.get(), &ev) != 0) {
+    ev.data.u64 = pack(wake.fd(), 0);
+    if (::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, wake.fd(), &ev) != 0) {
       throw_errno("epoll_ctl(eventfd)");
     }
   }
@@ -200,7 +185,7 @@ struct EventLoop::Impl {
       const uint64_t data = events[i].data.u64;
       const int fd = static_cast<int>(static_cast<uint32_t>(data));
       const auto generation = static_cast<uint32_t>(data >> 32);
-      if (fd == wake_fd.get()) {
+      if (fd == wake.fd()) {
         ran += drain_wake_fd();
         continue;
       }
@@ -217,9 +202,7 @@ struct EventLoop::Impl {
   }
 
   int drain_wake_fd() {
-    uint64_t count = 0;
-    while (::read(wake_fd.get(), &count, sizeof count) > 0) {
-    }
+    wake.drain();
     {
       std::lock_guard lock(posted_mutex);
       posted_running.swap(posted);
@@ -344,8 +327,7 @@ void EventLoop::run() {
 void EventLoop::stop() {
   // Only async-signal-safe operations: a lock-free atomic store and write(2).
   impl_->stop_requested.store(true);
-  const uint64_t one = 1;
-  [[maybe_unused]] const auto written = ::write(impl_->wake_fd.get(), &one, sizeof one);
+  impl_->wake.signal();
 }
 
 void EventLoop::post(std::function<void()> fn) {
@@ -353,8 +335,7 @@ void EventLoop::post(std::function<void()> fn) {
     std::lock_guard lock(impl_->posted_mutex);
     impl_->posted.push_back(std::move(fn));
   }
-  const uint64_t one = 1;
-  [[maybe_unused]] const auto written = ::write(impl_->wake_fd.get(), &one, sizeof one);
+  impl_->wake.signal();
 }
 
 }  // namespace dispatch::worker

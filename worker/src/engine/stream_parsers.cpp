@@ -27,7 +27,7 @@ bool SseParser::has_partial_event() const {
   return !overflowed_ && (!line_.empty() || pending_any_field_);
 }
 
-bool SseParser::feed(std::string_view bytes, const Handler& on_event) {
+bool SseParser::feed(std::string_view bytes, const EventCallback& on_event) {
   if (overflowed_) return false;
   const char* pos = bytes.data();
   const char* const end = pos + bytes.size();
@@ -72,7 +72,7 @@ bool SseParser::feed(std::string_view bytes, const Handler& on_event) {
   return true;
 }
 
-void SseParser::process_line(std::string_view line, const Handler& on_event) {
+void SseParser::process_line(std::string_view line, const EventCallback& on_event) {
   if (line.empty()) {
     if (pending_has_data_) on_event(pending_);
     // The last event ID persists across events (WHATWG); type and data do not.
@@ -105,7 +105,7 @@ void SseParser::process_line(std::string_view line, const Handler& on_event) {
   // "retry" and unknown fields are ignored: reconnection is the policy's business.
 }
 
-bool NdjsonParser::feed(std::string_view bytes, const Handler& on_line) {
+bool NdjsonParser::feed(std::string_view bytes, const LineCallback& on_line) {
   if (overflowed_) return false;
   const char* pos = bytes.data();
   const char* const end = pos + bytes.size();
@@ -136,7 +136,7 @@ bool NdjsonParser::feed(std::string_view bytes, const Handler& on_line) {
   return true;
 }
 
-void NdjsonParser::finish(const Handler& on_line) {
+void NdjsonParser::finish(const LineCallback& on_line) {
   if (overflowed_) return;
   std::string_view line = line_;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);

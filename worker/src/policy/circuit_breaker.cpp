@@ -6,16 +6,13 @@
 #include <chrono>
 #include <tuple>
 
+#include "dispatch/common/time.hpp"
+
 namespace dispatch::worker {
 
 namespace {
 
 using protocol::ErrorKind;
-
-uint64_t to_ms(Clock::duration d) {
-  return static_cast<uint64_t>(
-      std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(d).count()));
-}
 
 }  // namespace
 
@@ -37,7 +34,6 @@ bool is_health_failure(ErrorKind kind) noexcept {
     case ErrorKind::timeout:
     case ErrorKind::overloaded:
     case ErrorKind::server_error:
-    case ErrorKind::rate_limited:
     case ErrorKind::stream_interrupted:
       return true;
     default:
@@ -152,8 +148,8 @@ void CircuitBreakers::push_outcome(Entry& entry, const PolicySettings& settings,
   while (entry.window.size() > settings.breaker_window) entry.window.pop_front();
 }
 
-void CircuitBreakers::open(Entry& entry, const PolicySettings& settings,
-                           std::optional<uint64_t> retry_after_ms, std::string_view why) {
+BreakerChange CircuitBreakers::open(Entry& entry, const PolicySettings& settings,
+                                    std::optional<uint64_t> retry_after_ms, std::string_view why) {
   uint64_t cooldown_ms = settings.breaker_cooldown_ms;
   if (retry_after_ms) {
     // The provider said when to come back; a longer cooldown than asked would waste capacity,
@@ -169,42 +165,43 @@ void CircuitBreakers::open(Entry& entry, const PolicySettings& settings,
   ++entry.times_opened;
   spdlog::warn("circuit {}/{} opened for {} ms ({})", entry.provider, entry.model, cooldown_ms,
                why);
+  return BreakerChange{BreakerChange::Kind::opened, cooldown_ms};
 }
 
-void CircuitBreakers::record_success(std::string_view provider, std::string_view model,
-                                     const PolicySettings& settings, bool probe) {
+BreakerChange CircuitBreakers::record_success(std::string_view provider, std::string_view model,
+                                              const PolicySettings& settings, bool probe) {
   std::lock_guard lock(mutex_);
   Entry* entry = probe ? find(provider, model) : find_or_create(provider, model);
-  if (entry == nullptr) return;
+  if (entry == nullptr) return {};
   if (entry->open) {
-    if (!probe) return;  // a straggler from before it opened: only the probe decides
+    if (!probe) return {};  // a straggler from before it opened: only the probe decides
     entry->open = false;
     entry->probe_in_flight = false;
     entry->consecutive_failures = 0;
     entry->window.clear();
     spdlog::info("circuit {}/{} closed: probe succeeded", provider, model);
-    return;
+    return BreakerChange{BreakerChange::Kind::closed, 0};
   }
   entry->consecutive_failures = 0;
   push_outcome(*entry, settings, false);
+  return {};
 }
 
-void CircuitBreakers::record_failure(std::string_view provider, std::string_view model,
-                                     const PolicySettings& settings,
-                                     std::optional<uint64_t> retry_after_ms, bool probe) {
+BreakerChange CircuitBreakers::record_failure(std::string_view provider, std::string_view model,
+                                              const PolicySettings& settings,
+                                              std::optional<uint64_t> retry_after_ms, bool probe) {
   std::lock_guard lock(mutex_);
   Entry* entry = probe ? find(provider, model) : find_or_create(provider, model);
-  if (entry == nullptr) return;
+  if (entry == nullptr) return {};
   if (entry->open) {
-    if (probe) open(*entry, settings, retry_after_ms, "probe failed");
-    return;
+    if (probe) return open(*entry, settings, retry_after_ms, "probe failed");
+    return {};
   }
   ++entry->consecutive_failures;
   push_outcome(*entry, settings, true);
   if (settings.breaker_failures > 0 && entry->consecutive_failures >= settings.breaker_failures) {
-    open(*entry, settings, retry_after_ms,
-         std::to_string(entry->consecutive_failures) + " consecutive failures");
-    return;
+    return open(*entry, settings, retry_after_ms,
+                std::to_string(entry->consecutive_failures) + " consecutive failures");
   }
   const std::size_t min_samples = std::max<std::size_t>(1, settings.breaker_window / 2);
   if (settings.breaker_window > 0 && settings.breaker_failure_rate > 0.0 &&
@@ -212,10 +209,12 @@ void CircuitBreakers::record_failure(std::string_view provider, std::string_view
     const auto failures = std::count(entry->window.begin(), entry->window.end(), true);
     const double rate = static_cast<double>(failures) / static_cast<double>(entry->window.size());
     if (rate >= settings.breaker_failure_rate) {
-      open(*entry, settings, retry_after_ms,
-           "failure rate " + std::to_string(failures) + "/" + std::to_string(entry->window.size()));
+      return open(
+          *entry, settings, retry_after_ms,
+          "failure rate " + std::to_string(failures) + "/" + std::to_string(entry->window.size()));
     }
   }
+  return {};
 }
 
 void CircuitBreakers::release_probe(std::string_view provider, std::string_view model) {

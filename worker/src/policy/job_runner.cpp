@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "dispatch/common/strings.hpp"
+#include "dispatch/common/time.hpp"
 #include "dispatch/worker/policy/backoff.hpp"
 #include "dispatch/worker/policy/circuit_breaker.hpp"
 #include "dispatch/worker/policy/retry_rules.hpp"
@@ -25,19 +27,6 @@ constexpr uint32_t kMaxRetriesPerTarget = 16;
 // Attempt records travel with every result; provider messages can be long HTML pages.
 constexpr std::size_t kMaxAttemptMessage = 500;
 constexpr std::size_t kMaxErrorMessage = 4000;
-
-uint64_t to_ms(Clock::duration d) {
-  return static_cast<uint64_t>(
-      std::max<int64_t>(0, std::chrono::duration_cast<milliseconds>(d).count()));
-}
-
-std::string clip(std::string text, std::size_t limit) {
-  if (text.size() > limit) {
-    text.resize(limit);
-    text += "...";
-  }
-  return text;
-}
 
 std::string join_notes(const std::vector<std::string>& notes) {
   std::string joined;
@@ -62,7 +51,7 @@ class Job;
 // One per attempt, so that a late event of an earlier attempt can never be taken for the
 // current one's (the serial is checked), and holding only a weak reference so that an event
 // never keeps a destroyed job's state alive beyond the callback.
-class AttemptObserver final : public AttemptEvents {
+class AttemptObserver final : public AttemptListener {
  public:
   AttemptObserver(std::weak_ptr<Job> job, uint64_t serial)
       : job_(std::move(job)), serial_(serial) {}
@@ -77,20 +66,24 @@ class AttemptObserver final : public AttemptEvents {
 };
 
 // The state of one job. Owned by a shared_ptr so that every callback (observer, timer, a
-// cancel() from the handle) holds the state alive for its own duration: a sink call may
+// cancel() from the handle) holds the state alive for its own duration: a listener call may
 // re-enter (cancel) or destroy the JobRunner handle, and the code after it must still be able
 // to see `finished_` and stop.
 class Job final : public std::enable_shared_from_this<Job> {
  public:
-  Job(JobContext context, std::string job_id, protocol::Request request, JobSink& sink)
+  Job(JobContext context, std::string job_id, protocol::Request request, bool send_chunks,
+      JobListener& listener)
       : scheduler_(context.scheduler),
         launcher_(context.launcher),
         breakers_(context.breakers),
         random_(context.random),
         config_(context.config),
+        feedback_(context.feedback),
+        open_targets_(std::move(context.open_targets)),
         job_id_(std::move(job_id)),
         request_(std::move(request)),
-        sink_(sink) {}
+        send_chunks_(send_chunks),
+        listener_(listener) {}
 
   void begin();
   void cancel();
@@ -151,6 +144,9 @@ class Job final : public std::enable_shared_from_this<Job> {
   void try_current_target();
   void launch(const PlannedTarget& planned, bool probe);
   void skip_target(const PlannedTarget& planned, std::string outcome, std::string message);
+  bool fleet_open(const protocol::Target& target) const;
+  void report_circuit(const protocol::Target& target, const BreakerChange& change);
+  void report_limits(const protocol::Target& target, const Failure& failure);
   std::optional<std::size_t> find_usable_target(std::size_t from) const;
   void advance_target() {
     ++index_;
@@ -166,6 +162,11 @@ class Job final : public std::enable_shared_from_this<Job> {
   void on_deadline();
 
   void handle_failure(const InFlight& attempt, Failure failure, std::vector<std::string> notes);
+  void record_health(const InFlight& attempt, const PlannedTarget& planned, const Failure& failure);
+  std::optional<uint64_t> retry_wait(const PlannedTarget& planned, const Failure& failure,
+                                     std::vector<std::string>& notes);
+  void retry_after(const PlannedTarget& planned, const Failure& failure, uint64_t wait_ms);
+  void move_on(const Failure& failure, std::optional<std::size_t> next);
   std::optional<uint64_t> plan_wait(const Failure& failure, const PolicySettings& policy,
                                     std::vector<std::string>& notes);
   void emit_reset(std::string reason);
@@ -185,9 +186,12 @@ class Job final : public std::enable_shared_from_this<Job> {
   CircuitBreakers& breakers_;
   Random& random_;
   const WorkerConfig& config_;
+  ProviderFeedback* const feedback_;
+  const std::vector<std::string> open_targets_;
   const std::string job_id_;
   const protocol::Request request_;  // every attempt is sent exactly this request
-  JobSink& sink_;
+  const bool send_chunks_;
+  JobListener& listener_;
 
   Clock::time_point started_{};
   std::optional<Clock::time_point> deadline_;
@@ -205,7 +209,7 @@ class Job final : public std::enable_shared_from_this<Job> {
   std::vector<std::unique_ptr<AttemptObserver>> observers_;  // bounded by the attempt count
 
   uint64_t next_seq_ = 0;
-  bool chunks_visible_ = false;  // chunks reached the sink since the start or the last reset
+  bool chunks_visible_ = false;  // chunks reached the listener since the start or the last reset
   bool finished_ = false;
 
   TimerId start_timer_ = kNoTimer;
@@ -247,7 +251,7 @@ void Job::begin() {
     });
   }
   // The first step runs on the loop's next turn: the caller gets its JobRunner before any
-  // sink call can happen (a job may end at once, e.g. when every target is unusable).
+  // listener call can happen (a job may end at once, e.g. when every target is unusable).
   start_timer_ = schedule_in(0, [](Job& job) {
     job.start_timer_ = kNoTimer;
     job.start();
@@ -305,6 +309,13 @@ void Job::try_current_target() {
       advance_target();
       continue;
     }
+    if (fleet_open(planned.target)) {
+      last_circuit_open_ = planned.target;
+      skip_target(planned, std::string(policy_code::circuit_open),
+                  "circuit open for the fleet (broker) for " + target_name(planned.target));
+      advance_target();
+      continue;
+    }
     const auto admission = breakers_.admit(planned.target.provider, planned.target.model);
     if (admission == CircuitBreakers::Admission::reject) {
       last_circuit_open_ = planned.target;
@@ -322,12 +333,40 @@ void Job::try_current_target() {
 std::optional<std::size_t> Job::find_usable_target(std::size_t from) const {
   for (std::size_t i = from; i < targets_.size(); ++i) {
     const PlannedTarget& planned = targets_[i];
-    if (planned.provider != nullptr &&
+    if (planned.provider != nullptr && !fleet_open(planned.target) &&
         breakers_.would_admit(planned.target.provider, planned.target.model)) {
       return i;
     }
   }
   return std::nullopt;
+}
+
+bool Job::fleet_open(const protocol::Target& target) const {
+  for (const std::string& key : open_targets_) {
+    if (key.size() == target.provider.size() + 1 + target.model.size() &&
+        key.starts_with(target.provider) && key[target.provider.size()] == '/' &&
+        key.ends_with(target.model)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Job::report_circuit(const protocol::Target& target, const BreakerChange& change) {
+  if (feedback_ != nullptr && change.kind != BreakerChange::Kind::none) {
+    feedback_->on_circuit(target, change);
+  }
+}
+
+// A rate limit goes to the broker at once (it pauses the target for the fleet); any other
+// answer's remaining-quota headers tighten its view.
+void Job::report_limits(const protocol::Target& target, const Failure& failure) {
+  if (feedback_ == nullptr) return;
+  if (failure.kind == ErrorKind::rate_limited) {
+    feedback_->on_rate_limited(target, failure);
+  } else if (failure.limits.any()) {
+    feedback_->on_quota(target, failure.limits);
+  }
 }
 
 void Job::skip_target(const PlannedTarget& planned, std::string outcome, std::string message) {
@@ -396,12 +435,12 @@ void Job::attempt_delta(uint64_t serial, const protocol::Chunk& delta) {
     cancel_timer(first_token_timer_);
     arm_idle_timer(serial);
   }
-  if (!request_.stream || !has_payload(delta)) return;
+  if (!send_chunks_ || !has_payload(delta)) return;
   protocol::Chunk chunk = delta;
   chunk.job_id = job_id_;
   chunk.seq = next_seq_++;
   chunks_visible_ = true;
-  sink_.on_chunk(chunk);  // may cancel or drop the job: nothing follows here
+  listener_.on_chunk(chunk);  // may cancel or drop the job: nothing follows here
 }
 
 void Job::attempt_complete(uint64_t serial, AttemptOutput output) {
@@ -418,8 +457,11 @@ void Job::attempt_complete(uint64_t serial, AttemptOutput output) {
     return;
   }
   const PlannedTarget planned = targets_[attempt.target_index];
-  breakers_.record_success(planned.target.provider, planned.target.model, policy_of(planned),
-                           attempt.probe);
+  report_circuit(planned.target,
+                 breakers_.record_success(planned.target.provider, planned.target.model,
+                                          policy_of(planned), attempt.probe));
+  if (feedback_ != nullptr && output.limits.any())
+    feedback_->on_quota(planned.target, output.limits);
   std::vector<std::string> notes = std::move(output.notes);
   if (!output.saw_terminator) notes.emplace_back("stream ended without terminator");
 
@@ -527,12 +569,7 @@ void Job::on_deadline() {
 void Job::handle_failure(const InFlight& attempt, Failure failure, std::vector<std::string> notes) {
   const PlannedTarget planned = targets_[attempt.target_index];  // a copy: targets may reorder
   const PolicySettings& policy = policy_of(planned);
-  if (is_health_failure(failure.kind)) {
-    breakers_.record_failure(planned.target.provider, planned.target.model, policy,
-                             failure.retry_after_ms, attempt.probe);
-  } else {
-    release_probe(attempt);  // a 4xx says nothing about health: the next job may probe
-  }
+  record_health(attempt, planned, failure);
   spdlog::debug("job {}: attempt on {} failed: {} status {} code '{}'", job_id_,
                 target_name(planned.target), protocol::to_string(failure.kind), failure.status,
                 failure.code);
@@ -541,7 +578,7 @@ void Job::handle_failure(const InFlight& attempt, Failure failure, std::vector<s
       make_record(planned.target, attempt.started, std::string(protocol::to_string(failure.kind)));
   record.status = failure.status;
   record.code = failure.code;
-  record.message = clip(failure.message, kMaxAttemptMessage);
+  record.message = clip_marked(failure.message, kMaxAttemptMessage);
   last_failure_ = LastFailure{failure, planned.target};
 
   if (failure.kind == ErrorKind::content_filtered && !policy.failover_on_content_filter) {
@@ -559,33 +596,60 @@ void Job::handle_failure(const InFlight& attempt, Failure failure, std::vector<s
   // to the route that just broke; the same target is the last resort.
   const bool visible = chunks_visible_;
   const std::optional<std::size_t> next = visible ? find_usable_target(index_ + 1) : std::nullopt;
-  std::optional<uint64_t> wait_ms;
-  if (is_retryable(failure) && retries_used_ < retry_limit(planned) && (!visible || !next)) {
-    if (breakers_.would_admit(planned.target.provider, planned.target.model)) {
-      wait_ms = plan_wait(failure, policy, notes);
-    } else {
-      // This failure (or another job's) opened the circuit: waiting out a backoff only to be
-      // refused would spend the job's deadline for nothing.
-      notes.emplace_back("circuit open: not retrying");
-    }
-  }
+  const std::optional<uint64_t> wait_ms =
+      visible && next ? std::nullopt : retry_wait(planned, failure, notes);
   record.note = join_notes(notes);
   attempts_.push_back(std::move(record));
-
   if (wait_ms) {
-    ++retries_used_;
-    if (visible) {
-      emit_reset("retry of " + target_name(planned.target) + " after " +
-                 std::string(protocol::to_string(failure.kind)));
-      if (finished_) return;
-    }
-    retry_timer_ = schedule_in(*wait_ms, [](Job& job) {
-      job.retry_timer_ = kNoTimer;
-      job.try_current_target();
-    });
-    return;
+    retry_after(planned, failure, *wait_ms);
+  } else {
+    move_on(failure, next);
   }
-  if (visible) {
+}
+
+// Health failures count against the target's circuit; a 4xx (a 429 included: that is the
+// account's quota) says nothing about health, and gives a half-open probe back for the next job.
+void Job::record_health(const InFlight& attempt, const PlannedTarget& planned,
+                        const Failure& failure) {
+  if (is_health_failure(failure.kind)) {
+    report_circuit(planned.target, breakers_.record_failure(
+                                       planned.target.provider, planned.target.model,
+                                       policy_of(planned), failure.retry_after_ms, attempt.probe));
+  } else {
+    release_probe(attempt);
+  }
+  report_limits(planned.target, failure);
+}
+
+// How long to wait before trying the same target again, or nullopt to move on.
+std::optional<uint64_t> Job::retry_wait(const PlannedTarget& planned, const Failure& failure,
+                                        std::vector<std::string>& notes) {
+  if (!is_retryable(failure) || retries_used_ >= retry_limit(planned)) return std::nullopt;
+  if (!breakers_.would_admit(planned.target.provider, planned.target.model)) {
+    // This failure (or another job's) opened the circuit: waiting out a backoff only to be
+    // refused would spend the job's deadline for nothing.
+    notes.emplace_back("circuit open: not retrying");
+    return std::nullopt;
+  }
+  return plan_wait(failure, policy_of(planned), notes);
+}
+
+void Job::retry_after(const PlannedTarget& planned, const Failure& failure, uint64_t wait_ms) {
+  ++retries_used_;
+  if (chunks_visible_) {
+    emit_reset("retry of " + target_name(planned.target) + " after " +
+               std::string(protocol::to_string(failure.kind)));
+    if (finished_) return;
+  }
+  retry_timer_ = schedule_in(wait_ms, [](Job& job) {
+    job.retry_timer_ = kNoTimer;
+    job.try_current_target();
+  });
+}
+
+// To the next target (`next` when chunks were visible), or the end of the job.
+void Job::move_on(const Failure& failure, std::optional<std::size_t> next) {
+  if (chunks_visible_) {
     if (!next) {
       finish_error(error_from_last_failure());
       return;
@@ -630,7 +694,7 @@ void Job::emit_reset(std::string reason) {
   reset.job_id = job_id_;
   reset.next_seq = next_seq_;
   reset.reason = std::move(reason);
-  sink_.on_reset(reset);
+  listener_.on_reset(reset);
 }
 
 // ---- endings --------------------------------------------------------------------------------
@@ -663,7 +727,7 @@ protocol::Error Job::error_from_last_failure() const {
   error.code = failure.code;
   error.message = failure.message.empty() ? std::string(protocol::to_string(failure.kind)) +
                                                 " from " + target_name(last_failure_->target)
-                                          : clip(failure.message, kMaxErrorMessage);
+                                          : clip_marked(failure.message, kMaxErrorMessage);
   error.provider = last_failure_->target.provider;
   error.model = last_failure_->target.model;
   return error;
@@ -705,7 +769,7 @@ void Job::close_out() {
 void Job::finish_result(protocol::Response response) {
   finished_ = true;
   close_out();
-  sink_.on_result(std::move(response));  // last statement: the sink may drop the job
+  listener_.on_result(std::move(response));  // last statement: the listener may drop the job
 }
 
 void Job::finish_error(protocol::Error error) {
@@ -713,7 +777,7 @@ void Job::finish_error(protocol::Error error) {
   close_out();
   error.attempts = attempts_;
   spdlog::debug("job {}: failed: {} ({})", job_id_, protocol::to_string(error.kind), error.code);
-  sink_.on_error(std::move(error));  // last statement: the sink may drop the job
+  listener_.on_error(std::move(error));  // last statement: the listener may drop the job
 }
 
 class JobHandle final : public JobRunner {
@@ -724,7 +788,7 @@ class JobHandle final : public JobRunner {
   JobHandle& operator=(const JobHandle&) = delete;
 
   void cancel() override {
-    auto job = job_;  // the sink's on_error may destroy this handle
+    auto job = job_;  // the listener's on_error may destroy this handle
     job->cancel();
   }
 
@@ -735,8 +799,10 @@ class JobHandle final : public JobRunner {
 }  // namespace
 
 std::unique_ptr<JobRunner> start_job(JobContext context, std::string job_id,
-                                     protocol::Request request, JobSink& sink) {
-  auto job = std::make_shared<Job>(context, std::move(job_id), std::move(request), sink);
+                                     protocol::Request request, bool send_chunks,
+                                     JobListener& listener) {
+  auto job =
+      std::make_shared<Job>(context, std::move(job_id), std::move(request), send_chunks, listener);
   job->begin();
   return std::make_unique<JobHandle>(std::move(job));
 }

@@ -6,7 +6,7 @@
 #include <array>
 #include <charconv>
 
-#include "text_util.hpp"
+#include "dispatch/common/strings.hpp"
 
 namespace dispatch::worker::detail {
 
@@ -17,9 +17,9 @@ Failure invalid_request(std::string message) {
   return failure;
 }
 
-std::optional<Failure> check_key(const ProviderConfig& provider, bool required) {
-  if (!provider.api_key.empty()) return std::nullopt;
-  if (!required && provider.api_key_env.empty()) return std::nullopt;
+Result<void, Failure> check_key(const ProviderConfig& provider, bool required) {
+  if (!provider.api_key.empty()) return {};
+  if (!required && provider.api_key_env.empty()) return {};
   Failure failure;
   failure.kind = protocol::ErrorKind::authentication;
   failure.code = "missing_api_key";
@@ -47,6 +47,19 @@ void apply_extra_headers(HttpHeaders& headers, const ProviderConfig& provider) {
   for (const HttpHeader& header : provider.extra_headers) {
     set_header(headers, header.name, header.value);
   }
+}
+
+HttpRequest json_post(std::string url, std::string_view accept, HttpHeaders format_headers,
+                      const ProviderConfig& provider, std::string body) {
+  HttpRequest request;
+  request.method = "POST";
+  request.url = std::move(url);
+  request.headers.push_back({"Content-Type", "application/json"});
+  request.headers.push_back({"Accept", std::string(accept)});
+  for (HttpHeader& header : format_headers) request.headers.push_back(std::move(header));
+  apply_extra_headers(request.headers, provider);
+  request.body = std::move(body);
+  return request;
 }
 
 namespace {
@@ -88,9 +101,12 @@ std::string decode_base64_prefix(std::string_view text, std::size_t max_bytes) {
   return out;
 }
 
+// A tool's schema when it gives none.
+constexpr std::string_view kEmptySchema = R"({"type":"object","properties":{}})";
+
 }  // namespace
 
-std::optional<std::string> sniff_image_media_type(std::string_view base64) {
+std::optional<std::string_view> sniff_image_media_type(std::string_view base64) {
   const std::string head = decode_base64_prefix(base64.substr(0, 32), 16);
   const auto has = [&](std::size_t offset, std::string_view magic) {
     return head.size() >= offset + magic.size() && head.compare(offset, magic.size(), magic) == 0;
@@ -102,83 +118,134 @@ std::optional<std::string> sniff_image_media_type(std::string_view base64) {
   return std::nullopt;
 }
 
-std::variant<Image, Failure> parse_image(std::string_view image, std::string_view where) {
+Result<Image, Failure> parse_image(std::string_view image, std::string_view where) {
   Image out;
-  if (starts_with(image, "http://") || starts_with(image, "https://")) {
-    out.url = std::string(image);
+  if (istarts_with(image, "http://") || istarts_with(image, "https://")) {
+    out.url = image;
     return out;
   }
-  std::string declared_type;
-  if (starts_with(image, "data:")) {
+  std::string_view declared_type;
+  if (image.starts_with("data:")) {
     const std::size_t marker = image.find(";base64,");
     if (marker == std::string_view::npos) {
       return invalid_request(fmt::format("{}: a data: URL image must be base64 (;base64,)", where));
     }
-    declared_type = std::string(image.substr(5, marker - 5));
+    declared_type = image.substr(5, marker - 5);
     image.remove_prefix(marker + 8);
   }
   if (!is_valid_base64(image)) {
     return invalid_request(fmt::format("{}: image is not valid base64", where));
   }
   if (auto sniffed = sniff_image_media_type(image)) {
-    out.media_type = std::move(*sniffed);
-  } else if (starts_with(declared_type, "image/")) {
+    out.media_type = *sniffed;
+  } else if (declared_type.starts_with("image/")) {
     out.media_type = declared_type;
   } else {
     return invalid_request(
         fmt::format("{}: unrecognised image format (expected png, jpeg, gif or webp)", where));
   }
-  out.base64 = std::string(image);
+  out.base64 = image;
   return out;
 }
 
-std::variant<Json, Failure> parse_json_object(std::string_view text, std::string_view where,
-                                              bool empty_is_object) {
-  if (trim(text).empty() && empty_is_object) return Json::object();
-  Json parsed = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    return invalid_request(fmt::format("{}: not valid JSON", where));
-  }
-  if (!parsed.is_object()) {
-    return invalid_request(fmt::format("{}: must be a JSON object", where));
-  }
-  return parsed;
+Json parse_json(std::string_view text) {
+  if (!json_depth_within(text)) return Json(Json::value_t::discarded);
+  return Json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
-std::variant<Json, Failure> tool_parameters(const protocol::Tool& tool, std::size_t index) {
-  if (trim(tool.parameters).empty()) {
-    return Json{{"type", "object"}, {"properties", Json::object()}};
+Result<std::string_view, Failure> json_object_text(std::string_view text, std::string_view where,
+                                                   bool empty_is_object) {
+  text = trim(text);
+  if (text.empty() && empty_is_object) return std::string_view("{}");
+  // Refused as every JSON from outside is (parse_json): a provider would have to recurse it.
+  if (!json_depth_within(text)) {
+    return invalid_request(
+        fmt::format("{}: JSON nested deeper than {} levels", where, kMaxJsonDepth));
   }
-  return parse_json_object(tool.parameters, fmt::format("tools[{}].parameters", index));
+  // accept() runs the parser without building anything: a schema of a million elements costs
+  // its text, not a DOM of it.
+  if (!Json::accept(text)) return invalid_request(fmt::format("{}: not valid JSON", where));
+  if (text.front() != '{') return invalid_request(fmt::format("{}: must be a JSON object", where));
+  return text;
 }
 
-std::variant<Json, Failure> openai_style_tools(const protocol::Request& request) {
-  if (request.tools.empty()) return Json();
-  Json tools = Json::array();
+Result<std::string_view, Failure> tool_parameters(const protocol::Tool& tool, std::size_t index) {
+  if (trim(tool.parameters).empty()) return kEmptySchema;
+  return json_object_text(tool.parameters, fmt::format("tools[{}].parameters", index));
+}
+
+Result<void, Failure> check_tools(const protocol::Request& request) {
+  for (std::size_t i = 0; i < request.tools.size(); ++i) {
+    if (request.tools[i].name.empty()) {
+      return invalid_request(fmt::format("tools[{}].name: empty", i));
+    }
+    if (auto parameters = tool_parameters(request.tools[i], i); !parameters) {
+      return parameters.error();
+    }
+  }
+  return {};
+}
+
+Result<void, Failure> write_openai_style_tools(JsonWriter& out, const protocol::Request& request) {
+  if (request.tools.empty()) return {};
+  out.key("tools").begin_array();
   for (std::size_t i = 0; i < request.tools.size(); ++i) {
     const protocol::Tool& tool = request.tools[i];
     if (tool.name.empty()) return invalid_request(fmt::format("tools[{}].name: empty", i));
     auto parameters = tool_parameters(tool, i);
-    if (auto* failure = std::get_if<Failure>(&parameters)) return std::move(*failure);
-    Json function = {{"name", tool.name}, {"parameters", std::move(std::get<Json>(parameters))}};
-    if (!tool.description.empty()) function["description"] = tool.description;
-    tools.push_back(Json{{"type", "function"}, {"function", std::move(function)}});
+    if (!parameters) return parameters.error();
+    out.begin_object().member("type", "function").key("function").begin_object();
+    out.member("name", tool.name);
+    if (!tool.description.empty()) out.member("description", tool.description);
+    out.key("parameters").raw(*parameters).end_object().end_object();
   }
-  return tools;
+  out.end_array();
+  return {};
 }
 
-std::variant<Json, Failure> openai_style_tool_choice(const protocol::Request& request) {
+Result<void, Failure> check_tool_choice(const protocol::Request& request) {
   const std::string& choice = request.tool_choice;
-  if (choice.empty()) return Json();
-  if (choice == "auto" || choice == "none" || choice == "required") return Json(choice);
+  if (choice.empty() || choice == "auto" || choice == "none" || choice == "required") return {};
   if (choice == "function") {
     if (request.tool_choice_function.empty()) {
       return invalid_request("tool_choice_function: empty while tool_choice is 'function'");
     }
-    return Json{{"type", "function"}, {"function", {{"name", request.tool_choice_function}}}};
+    return {};
   }
   return invalid_request(fmt::format(
       "tool_choice: unknown value '{}' (expected auto, none, required or function)", choice));
+}
+
+void write_openai_style_tool_choice(JsonWriter& out, const protocol::Request& request) {
+  const std::string& choice = request.tool_choice;
+  if (choice.empty()) return;
+  out.key("tool_choice");
+  if (choice != "function") {
+    out.value(choice);
+    return;
+  }
+  out.begin_object().member("type", "function").key("function").begin_object();
+  out.member("name", request.tool_choice_function).end_object().end_object();
+}
+
+Result<void, Failure> check_response_format(const protocol::Request& request) {
+  const std::string& format = request.response_format;
+  if (format.empty() || format == "text" || format == "json_object" || format == "json_schema") {
+    return {};
+  }
+  return invalid_request(fmt::format(
+      "response_format: unknown value '{}' (expected text, json_object or json_schema)", format));
+}
+
+Failure unknown_role(std::size_t index, std::string_view role) {
+  return invalid_request(fmt::format("messages[{}].role: unknown role '{}'", index, role));
+}
+
+Result<void, Failure> check_images_only_in_user(const protocol::Message& message,
+                                                std::size_t index) {
+  if (message.images.empty() || message.role == "user") return {};
+  return invalid_request(
+      fmt::format("messages[{}]: images are only supported in user messages", index));
 }
 
 std::optional<double> effective_temperature(const protocol::Request& request,
@@ -200,28 +267,6 @@ std::string format_number(double value) {
   std::string text = fmt::format("{}", value);
   if (text.find_first_of(".eEn") == std::string::npos) text += ".0";
   return text;
-}
-
-std::string tool_name_for_call_id(const std::vector<protocol::Message>& messages,
-                                  std::size_t before, const std::string& call_id) {
-  for (std::size_t i = std::min(before, messages.size()); i-- > 0;) {
-    for (const protocol::ToolCall& call : messages[i].tool_calls) {
-      if (call.id == call_id) return call.name;
-    }
-  }
-  return {};
-}
-
-std::string call_id_for_tool_name(const std::vector<protocol::Message>& messages,
-                                  std::size_t before, const std::string& name) {
-  for (std::size_t i = std::min(before, messages.size()); i-- > 0;) {
-    if (messages[i].role != "assistant" || messages[i].tool_calls.empty()) continue;
-    for (const protocol::ToolCall& call : messages[i].tool_calls) {
-      if (call.name == name) return call.id;
-    }
-    return {};
-  }
-  return {};
 }
 
 std::string_view normalise_finish_reason(std::string_view raw) {
@@ -248,6 +293,18 @@ std::string_view json_string(const Json& object, std::string_view key) {
   return it->get_ref<const std::string&>();
 }
 
+namespace {
+
+// A count a provider sent as a float (12.0, 1e3) as an integer; nullopt when negative or beyond
+// uint64 (converting such a double is undefined behaviour: 1e42 tokens was found by fuzzing).
+std::optional<uint64_t> uint_from_double(double value) {
+  constexpr double kTwoTo64 = 18446744073709551616.0;
+  if (!(value >= 0.0) || value >= kTwoTo64) return std::nullopt;
+  return static_cast<uint64_t>(value);
+}
+
+}  // namespace
+
 std::optional<uint64_t> json_uint(const Json& object, std::string_view key) {
   if (!object.is_object()) return std::nullopt;
   auto it = object.find(key);
@@ -257,10 +314,7 @@ std::optional<uint64_t> json_uint(const Json& object, std::string_view key) {
     const int64_t value = it->get<int64_t>();
     return value < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(value));
   }
-  if (it->is_number_float()) {
-    const double value = it->get<double>();
-    return value < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(value));
-  }
+  if (it->is_number_float()) return uint_from_double(it->get<double>());
   return std::nullopt;
 }
 
@@ -308,10 +362,8 @@ std::optional<uint64_t> json_uint(const JsonValue& object, std::string_view key)
       const int64_t value = member->integer_value();
       return value < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(value));
     }
-    case JsonValue::Type::number_float: {
-      const double value = member->float_value();
-      return value < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(value));
-    }
+    case JsonValue::Type::number_float:
+      return uint_from_double(member->float_value());
     default:
       return std::nullopt;
   }
@@ -408,7 +460,7 @@ void DecoderBase::on_headers(int status, const HttpHeaders& headers) {
         headers_.push_back(header);
       }
     }
-  } else if (!stream_) {
+  } else if (!options_.stream) {
     mode_ = Mode::whole;
   } else {
     const std::string* content_type = find_header(headers, "content-type");
@@ -423,31 +475,21 @@ void DecoderBase::on_headers(int status, const HttpHeaders& headers) {
   }
 }
 
-void DecoderBase::emit_header_metadata(DecodeSink& sink) {
+void DecoderBase::emit_header_metadata(DecodeListener& listener) {
   if (header_metadata_sent_) return;
   header_metadata_sent_ = true;
-  if (const std::string* id = find_header(headers_, "request-id")) sink.on_metadata(*id, "", 0);
+  if (const std::string* id = find_header(headers_, "request-id")) listener.on_metadata(*id, "", 0);
 }
 
-void DecoderBase::on_body(std::string_view bytes, DecodeSink& sink) {
+void DecoderBase::on_body(std::string_view bytes, DecodeListener& listener) {
   if (stopped_) return;
   switch (mode_) {
     case Mode::stream:
-      emit_header_metadata(sink);
-      feed_stream(bytes, sink);
+      emit_header_metadata(listener);
+      feed_stream(bytes, listener);
       return;
     case Mode::whole:
-      if (buffer_.size() + bytes.size() > kMaxWholeBodyBytes) {
-        Failure failure;
-        failure.kind = protocol::ErrorKind::internal;
-        failure.status = static_cast<uint16_t>(status_);
-        failure.message = fmt::format("response too large (over {} MiB)", kMaxWholeBodyBytes >> 20);
-        fail_stream(sink, failure);
-        buffer_.clear();
-        buffer_.shrink_to_fit();
-        return;
-      }
-      buffer_.append(bytes);
+      buffer_whole(bytes, listener);
       return;
     case Mode::error:
     case Mode::pending: {
@@ -459,75 +501,89 @@ void DecoderBase::on_body(std::string_view bytes, DecodeSink& sink) {
   }
 }
 
-std::optional<Failure> DecoderBase::finish(DecodeSink& sink) {
-  if (stopped_) return std::nullopt;
+void DecoderBase::buffer_whole(std::string_view bytes, DecodeListener& listener) {
+  if (buffer_.size() + bytes.size() > options_.max_body_bytes) {
+    fail_stream(listener, response_too_large(options_.max_body_bytes));
+    buffer_.clear();
+    buffer_.shrink_to_fit();
+    return;
+  }
+  buffer_.append(bytes);
+}
+
+Result<void, Failure> DecoderBase::finish(DecodeListener& listener) {
+  if (stopped_) return {};
   switch (mode_) {
     case Mode::stream:
-      emit_header_metadata(sink);
-      end_stream(sink);
-      return std::nullopt;
-    case Mode::whole: {
-      emit_header_metadata(sink);
-      const Json body = Json::parse(buffer_, nullptr, /*allow_exceptions=*/false);
-      const std::size_t size = buffer_.size();
-      buffer_.clear();
-      if (body.is_discarded() || !body.is_object()) {
-        Failure failure;
-        failure.kind = protocol::ErrorKind::server_error;
-        failure.status = static_cast<uint16_t>(status_);
-        failure.message = fmt::format("unparsable response body ({} bytes)", size);
-        return failure;
-      }
-      try {
-        std::optional<Failure> failure = decode_whole(body, sink);
-        // A complete JSON document is its own end marker.
-        if (!failure) sink.on_terminator();
-        return failure;
-      } catch (const Json::exception& e) {
-        Failure failure;
-        failure.kind = protocol::ErrorKind::server_error;
-        failure.status = static_cast<uint16_t>(status_);
-        failure.message = std::string("unexpected response shape: ") + e.what();
-        return failure;
-      }
-    }
+      emit_header_metadata(listener);
+      end_stream(listener);
+      return {};
+    case Mode::whole:
+      emit_header_metadata(listener);
+      return finish_whole(listener);
     case Mode::error:
-    case Mode::pending: {
-      const Json body = Json::parse(buffer_, nullptr, /*allow_exceptions=*/false);
-      const bool is_json = !body.is_discarded();
-      ProviderError error = extract_error(is_json ? &body : nullptr, buffer_);
-      error.status = static_cast<uint16_t>(status_);
-      if (error.message.empty() && !is_json) {
-        // Not JSON (an HTML page from a proxy, plain text): a short excerpt helps the user.
-        constexpr std::size_t kExcerpt = 200;
-        error.message = std::string(trim(std::string_view(buffer_).substr(0, kExcerpt)));
-      }
-      return classify(error);
-    }
+    case Mode::pending:
+      return finish_error();
   }
-  return std::nullopt;
+  return {};
+}
+
+Result<void, Failure> DecoderBase::finish_whole(DecodeListener& listener) {
+  const Json body = parse_json(buffer_);
+  const std::size_t size = buffer_.size();
+  buffer_.clear();
+  Failure failure;
+  failure.kind = protocol::ErrorKind::server_error;
+  failure.status = static_cast<uint16_t>(status_);
+  if (body.is_discarded() || !body.is_object()) {
+    failure.message = fmt::format("unparsable response body ({} bytes)", size);
+    return failure;
+  }
+  try {
+    Result<void, Failure> decoded = decode_whole(body, listener);
+    // A complete JSON document is its own end marker.
+    if (decoded) listener.on_terminator();
+    return decoded;
+  } catch (const Json::exception& e) {
+    failure.message = std::string("unexpected response shape: ") + e.what();
+    return failure;
+  }
+}
+
+Failure DecoderBase::finish_error() const {
+  const Json body = parse_json(buffer_);
+  const bool is_json = !body.is_discarded();
+  ProviderError error = extract_error(is_json ? &body : nullptr, buffer_);
+  error.status = static_cast<uint16_t>(status_);
+  if (error.message.empty() && !is_json) {
+    // Not JSON (an HTML page from a proxy, plain text): a short excerpt helps the user.
+    constexpr std::size_t kExcerpt = 200;
+    error.message = std::string(trim(std::string_view(buffer_).substr(0, kExcerpt)));
+  }
+  return classify(error);
 }
 
 Failure DecoderBase::classify(const ProviderError& error) const {
-  return classify_provider_error(error, headers_, clock_.unix_ms(), provider_.api_key);
+  return classify_provider_error(error, headers_, clock_.unix_ms(), provider_.secrets());
 }
 
-void DecoderBase::fail_stream(DecodeSink& sink, const Failure& failure) {
+void DecoderBase::fail_stream(DecodeListener& listener, const Failure& failure) {
   if (stopped_) return;
   stopped_ = true;
-  sink.on_stream_error(failure);
+  listener.on_stream_error(failure);
 }
 
-void DecoderBase::fail_if_overflowed(bool overflowed, std::string_view what, DecodeSink& sink) {
+void DecoderBase::fail_if_overflowed(bool overflowed, std::string_view what,
+                                     DecodeListener& listener) {
   if (!overflowed) return;
   Failure failure;
   failure.kind = protocol::ErrorKind::internal;
   failure.message = "stream " + std::string(what) + " too large";
-  fail_stream(sink, failure);
+  fail_stream(listener, failure);
 }
 
-void DecoderBase::malformed(DecodeSink& sink, std::string_view why) {
-  sink.on_malformed_event(why);
+void DecoderBase::malformed(DecodeListener& listener, std::string_view why) {
+  listener.on_malformed_event(why);
 }
 
 }  // namespace dispatch::worker::detail

@@ -8,16 +8,17 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #include "dispatch/common/clock.hpp"
+#include "dispatch/common/result.hpp"
 #include "dispatch/protocol/types.hpp"
 #include "dispatch/worker/config.hpp"
 #include "dispatch/worker/failure.hpp"
 #include "dispatch/worker/providers/adapter.hpp"
 #include "dispatch/worker/providers/error_classifier.hpp"
 #include "json_view.hpp"
+#include "json_writer.hpp"
 
 namespace dispatch::worker::detail {
 
@@ -26,15 +27,13 @@ using Json = nlohmann::json;
 // Error bodies only need their message; a provider (or a proxy in front of it) may send
 // megabytes of HTML.
 inline constexpr std::size_t kMaxErrorBodyBytes = 64u << 10;
-// A whole (non-streamed) answer larger than this is not a chat completion.
-inline constexpr std::size_t kMaxWholeBodyBytes = 32u << 20;
 
 Failure invalid_request(std::string message);
 
-// Adds the key as the format expects it, or fails with authentication "no API key: set ENV"
-// when the provider needs one (its type always does, or its config names a variable).
-// `required` tells whether this format needs a key without configuration.
-std::optional<Failure> check_key(const ProviderConfig& provider, bool required);
+// Fails with authentication "no API key: set ENV" when the provider has no key and needs one:
+// `required` (the format always sends one, see AdapterDescriptor::key_required), or its config
+// names a variable.
+Result<void, Failure> check_key(const ProviderConfig& provider, bool required);
 
 // base "https://x/v1/" + "/chat/completions" -> "https://x/v1/chat/completions"
 std::string join_url(std::string_view base, std::string_view path);
@@ -44,27 +43,45 @@ void set_header(HttpHeaders& headers, std::string name, std::string value);
 // Configured extra headers win over the adapter's own.
 void apply_extra_headers(HttpHeaders& headers, const ProviderConfig& provider);
 
+// A POST of a JSON body: Content-Type and Accept, then the format's own headers (its key, its
+// version), then the configured extra headers, which win.
+HttpRequest json_post(std::string url, std::string_view accept, HttpHeaders format_headers,
+                      const ProviderConfig& provider, std::string body);
+
 struct Image {
-  std::string url;         // an http(s) URL given as is (formats that accept URLs)
-  std::string media_type;  // sniffed from the bytes: image/png|jpeg|gif|webp
-  std::string base64;      // without any data: prefix
+  std::string_view url;         // an http(s) URL given as is (formats that accept URLs)
+  std::string_view media_type;  // sniffed from the bytes: image/png|jpeg|gif|webp
+  std::string_view base64;      // without any data: prefix
 };
-// Accepts raw base64, a data: URL or an http(s) URL. `where` names the image in messages.
-std::variant<Image, Failure> parse_image(std::string_view image, std::string_view where);
+// Accepts raw base64, a data: URL or an http(s) URL. `where` names the image in messages. The
+// views point into `image`.
+Result<Image, Failure> parse_image(std::string_view image, std::string_view where);
 // From the decoded magic bytes; nullopt for anything else.
-std::optional<std::string> sniff_image_media_type(std::string_view base64);
+std::optional<std::string_view> sniff_image_media_type(std::string_view base64);
 
-// Parses JSON text that must be an object; empty text is {} when `empty_is_object`.
-std::variant<Json, Failure> parse_json_object(std::string_view text, std::string_view where,
-                                              bool empty_is_object = true);
+// JSON text that must be an object (a tool's schema, a call's arguments), checked without
+// building a DOM and returned trimmed, to be written as is; empty text is "{}" when
+// `empty_is_object`.
+Result<std::string_view, Failure> json_object_text(std::string_view text, std::string_view where,
+                                                   bool empty_is_object = true);
 // A tool's JSON Schema (empty means an object without properties).
-std::variant<Json, Failure> tool_parameters(const protocol::Tool& tool, std::size_t index);
+Result<std::string_view, Failure> tool_parameters(const protocol::Tool& tool, std::size_t index);
 
-// OpenAI's shapes, which Ollama and DashScope reuse:
-// [{"type":"function","function":{"name","description","parameters"}}] (null when no tools).
-std::variant<Json, Failure> openai_style_tools(const protocol::Request& request);
-// "auto" | "none" | "required" | {"type":"function","function":{"name"}}; null when unset.
-std::variant<Json, Failure> openai_style_tool_choice(const protocol::Request& request);
+// Each tool has a name and a valid schema; fails naming the first that has not.
+Result<void, Failure> check_tools(const protocol::Request& request);
+// OpenAI's shape, which Ollama and DashScope reuse, as the member `tools`:
+// [{"type":"function","function":{"name","description","parameters"}}]. Writes nothing when
+// the request has no tools; checks them as check_tools does.
+Result<void, Failure> write_openai_style_tools(JsonWriter& out, const protocol::Request& request);
+
+// request.tool_choice checked: "" | auto | none | required | function (with a function name).
+Result<void, Failure> check_tool_choice(const protocol::Request& request);
+// As the member `tool_choice`: "auto" | "none" | "required" | {"type":"function","function":
+// {"name"}}; nothing when unset. Call check_tool_choice first.
+void write_openai_style_tool_choice(JsonWriter& out, const protocol::Request& request);
+
+// "" | text | json_object | json_schema; anything else fails naming the value.
+Result<void, Failure> check_response_format(const protocol::Request& request);
 
 std::optional<double> effective_temperature(const protocol::Request& request,
                                             const ProviderConfig& provider);
@@ -74,16 +91,20 @@ double clamp_temperature(double value, double low, double high, std::string_view
 // 1.5 -> "1.5", 1 -> "1.0": how notes print a temperature.
 std::string format_number(double value);
 
-// For a tool result that only names one side of its call, the other side from the nearest
-// earlier assistant message's tool_calls; "" when not found.
-std::string tool_name_for_call_id(const std::vector<protocol::Message>& messages,
-                                  std::size_t before, const std::string& call_id);
-std::string call_id_for_tool_name(const std::vector<protocol::Message>& messages,
-                                  std::size_t before, const std::string& name);
+// The failure every format reports for an unknown role.
+Failure unknown_role(std::size_t index, std::string_view role);
+// "messages[i]: images are only supported in user messages", when a non-user message has them.
+Result<void, Failure> check_images_only_in_user(const protocol::Message& message,
+                                                std::size_t index);
 
 // end_turn/stop_sequence -> stop, max_tokens/model_context_window_exceeded -> length,
 // tool_use/function_call -> tool_calls, refusal -> content_filter; anything else -> stop.
 std::string_view normalise_finish_reason(std::string_view raw);
+
+// nlohmann's parse without exceptions (discarded on error), which also refuses a text nested
+// deeper than kMaxJsonDepth (dispatch/common/json_depth.hpp): every DOM the worker builds from
+// outside text comes from here, so dump() and the readers never recurse past that depth.
+Json parse_json(std::string_view text);
 
 // Serialises without throwing on invalid UTF-8 from clients (replaced by U+FFFD).
 std::string dump(const Json& value);
@@ -111,45 +132,48 @@ std::optional<std::string> json_text_or_dump(const JsonValue& object, std::strin
 int64_t parse_rfc3339_unix_s(std::string_view text);
 
 // Status handling shared by every format. 2xx streamed bodies go to the format's parser as they
-// arrive; a 2xx whole body is buffered (32 MiB bound) and decoded at the end; an error body is
-// buffered (64 KiB) and classified at the end through the one classifier.
+// arrive; a 2xx whole body is buffered (up to the options' bound) and decoded at the end; an
+// error body is buffered (64 KiB) and classified at the end through the one classifier.
 class DecoderBase : public ResponseDecoder {
  public:
-  DecoderBase(bool stream, const ProviderConfig& provider, const Clock& clock)
-      : stream_(stream), provider_(provider), clock_(clock) {}
+  DecoderBase(const DecoderOptions& options, const ProviderConfig& provider, const Clock& clock)
+      : options_(options), provider_(provider), clock_(clock) {}
 
   void on_headers(int status, const HttpHeaders& headers) final;
-  void on_body(std::string_view bytes, DecodeSink& sink) final;
-  std::optional<Failure> finish(DecodeSink& sink) final;
+  void on_body(std::string_view bytes, DecodeListener& listener) final;
+  Result<void, Failure> finish(DecodeListener& listener) final;
 
  protected:
   // True for SSE formats: a 2xx application/json answer to a stream request (a server that
   // ignored `stream`) is then decoded as a whole body. NDJSON needs no switch: one JSON line
   // with done:true is a valid stream.
   virtual bool switch_to_whole_on_json() const { return true; }
-  virtual void feed_stream(std::string_view bytes, DecodeSink& sink) = 0;
+  virtual void feed_stream(std::string_view bytes, DecodeListener& listener) = 0;
   // The body ended cleanly: flush what the parser holds.
-  virtual void end_stream(DecodeSink& /*sink*/) {}
-  // A whole 2xx body. Returns a failure when the body is itself an error report.
-  virtual std::optional<Failure> decode_whole(const Json& body, DecodeSink& sink) = 0;
+  virtual void end_stream(DecodeListener& /*listener*/) {}
+  // A whole 2xx body. Fails when the body is itself an error report.
+  virtual Result<void, Failure> decode_whole(const Json& body, DecodeListener& listener) = 0;
   // (code, type, message) from this format's error shape; `body` is null when not JSON.
   virtual ProviderError extract_error(const Json* body, std::string_view raw) const = 0;
 
   Failure classify(const ProviderError& error) const;
   // Reports an error event inside a 200 stream and ignores the rest of the body.
-  void fail_stream(DecodeSink& sink, const Failure& failure);
+  void fail_stream(DecodeListener& listener, const Failure& failure);
   // Ends the stream as `internal` once the parser had to drop an event larger than its bound
   // (`what`: "event" or "line"); a no-op while `overflowed` is false.
-  void fail_if_overflowed(bool overflowed, std::string_view what, DecodeSink& sink);
-  void malformed(DecodeSink& sink, std::string_view why);
+  void fail_if_overflowed(bool overflowed, std::string_view what, DecodeListener& listener);
+  void malformed(DecodeListener& listener, std::string_view why);
   bool stopped() const { return stopped_; }
   const ProviderConfig& provider() const { return provider_; }
 
  private:
   enum class Mode { pending, stream, whole, error };
-  void emit_header_metadata(DecodeSink& sink);
+  void emit_header_metadata(DecodeListener& listener);
+  void buffer_whole(std::string_view bytes, DecodeListener& listener);
+  Result<void, Failure> finish_whole(DecodeListener& listener);
+  Failure finish_error() const;
 
-  bool stream_;
+  DecoderOptions options_;
   const ProviderConfig& provider_;
   const Clock& clock_;
   Mode mode_ = Mode::pending;

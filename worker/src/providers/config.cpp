@@ -13,12 +13,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
 
-#include "text_util.hpp"
+#include "dispatch/common/strings.hpp"
+#include "dispatch/protocol/codec.hpp"
+#include "dispatch/worker/providers/adapter.hpp"
 
 namespace dispatch::worker {
 
@@ -28,51 +31,22 @@ std::optional<std::string> ProcessEnvironment::get(const std::string& name) cons
   return std::string(value);
 }
 
+std::vector<std::string> ProviderConfig::secrets() const {
+  std::vector<std::string> values;
+  values.reserve(extra_headers.size() + 1);
+  if (!api_key.empty()) values.push_back(api_key);
+  for (const HttpHeader& header : extra_headers) {
+    if (!header.value.empty()) values.push_back(header.value);
+  }
+  return values;
+}
+
 namespace {
 
-constexpr std::array<std::string_view, 5> kTypes = {"ollama", "openai", "openai-compatible",
-                                                    "dashscope", "anthropic"};
-
-// Where a type finds its base URL and key when the config does not say.
-struct TypeDefaults {
-  std::string_view type;
-  std::vector<std::string_view> base_url_env;  // first one set wins
-  std::string_view default_base_url;           // "" = base_url is required
-  std::string_view api_key_env;                // "" = no key needed
-};
-
-const TypeDefaults& type_defaults(std::string_view type) {
-  static const std::array<TypeDefaults, 5> kDefaults = {{
-      {"ollama", {"OLLAMA_HOST"}, "http://localhost:11434", ""},
-      {"openai", {"OPENAI_BASE_URL"}, "https://api.openai.com/v1", "OPENAI_API_KEY"},
-      {"openai-compatible", {}, "", ""},
-      // DASHSCOPE_HTTP_BASE_URL is what the DashScope SDK reads; the other is a common alias.
-      {"dashscope",
-       {"DASHSCOPE_HTTP_BASE_URL", "DASHSCOPE_BASE_URL"},
-       "https://dashscope.aliyuncs.com/api/v1",
-       "DASHSCOPE_API_KEY"},
-      {"anthropic", {"ANTHROPIC_BASE_URL"}, "https://api.anthropic.com", "ANTHROPIC_API_KEY"},
-  }};
-  for (const TypeDefaults& defaults : kDefaults) {
-    if (defaults.type == type) return defaults;
-  }
-  return kDefaults[2];
-}
-
-struct BuiltIn {
-  std::string_view name;
-  std::string_view type;
-};
-// The seed's provider names.
-constexpr std::array<BuiltIn, 4> kBuiltIns = {
-    {{"ollama", "ollama"}, {"ali", "dashscope"}, {"openai", "openai"}, {"claude", "anthropic"}}};
-
-const BuiltIn* find_built_in(std::string_view name) {
-  for (const BuiltIn& built_in : kBuiltIns) {
-    if (built_in.name == name) return &built_in;
-  }
-  return nullptr;
-}
+// worker.max_request_bytes and max_response_bytes below this would refuse ordinary chats.
+constexpr uint32_t kMinMessageBound = 1024;
+// A result carries the answer plus its attempt records in one protocol frame.
+constexpr uint32_t kMaxResponseBytes = protocol::Limits::max_message_bytes - (1u << 20);
 
 std::string join(const std::vector<std::string_view>& items, std::string_view separator) {
   std::string out;
@@ -98,29 +72,9 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-// OLLAMA_HOST is what `ollama serve` binds, so users set it without a scheme ("0.0.0.0:11434",
-// "myhost", ":11434"); Ollama's own client fills in http://, 127.0.0.1 and port 11434.
-std::string normalise_ollama_host(std::string_view value) {
-  std::string url(trim(value));
-  std::string scheme = "http";
-  if (const std::size_t sep = url.find("://"); sep != std::string::npos) {
-    scheme = to_lower(url.substr(0, sep));
-    url = url.substr(sep + 3);
-  }
-  std::string host = url;
-  std::string path;
-  if (const std::size_t slash = url.find('/'); slash != std::string::npos) {
-    host = url.substr(0, slash);
-    path = url.substr(slash);
-  }
-  if (host.empty() || host.front() == ':') host = "127.0.0.1" + host;
-  const std::size_t bracket = host.rfind(']');
-  const std::size_t colon = host.rfind(':');
-  const bool has_port =
-      colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
-  if (!has_port && scheme == "http") host += ":11434";
-  while (!path.empty() && path.back() == '/') path.pop_back();
-  return scheme + "://" + host + path;
+// The adapter of a provider's type, which every caller has checked exists.
+const AdapterDescriptor& descriptor_of(const ProviderConfig& provider) {
+  return adapter_registry().find(provider.type)->descriptor();
 }
 
 class ConfigParser {
@@ -129,64 +83,20 @@ class ConfigParser {
       : source_(std::move(source)), env_(env) {}
 
   WorkerConfig parse(const std::string& text) {
-    YAML::Node root;
-    try {
-      root = YAML::Load(text);
-    } catch (const YAML::Exception& e) {
-      throw ConfigError(fmt::format("{}: line {}, column {}: {}", source_, e.mark.line + 1,
-                                    e.mark.column + 1, e.msg));
-    }
+    const YAML::Node root = load(text);
     WorkerConfig config;
     if (root.IsNull()) {
       add_built_ins_from_environment(config);
       return config;
     }
     expect_map(root, "(top level)");
-    check_keys(root, "", {"defaults", "providers", "worker"});
-
-    if (YAML::Node worker = root["worker"]; worker && !worker.IsNull()) {
-      expect_map(worker, "worker");
-      check_keys(worker, "worker", {"concurrency"});
-      if (YAML::Node n = worker["concurrency"])
-        config.concurrency = read_uint(n, "worker.concurrency", 1);
-    }
-
-    YAML::Node defaults = root["defaults"];
-    if (defaults && !defaults.IsNull()) {
-      expect_map(defaults, "defaults");
-      check_keys(
-          defaults, "defaults",
-          with_policy_keys({"temperature", "enable_fallback", "fallbacks", "fallback_providers"}));
-      for (const auto& entry : defaults) {
-        const std::string key = entry.first.as<std::string>();
-        const std::string path = "defaults." + key;
-        if (key == "temperature") {
-          config.temperature = read_temperature(entry.second, path);
-        } else if (key == "enable_fallback") {
-          config.enable_fallback = read_bool(entry.second, path);
-        } else if (key != "fallbacks" && key != "fallback_providers") {
-          parse_policy_key(key, entry.second, path, config.defaults);
-        }
-      }
-      check_policy(config.defaults, "defaults");
-    }
-
-    YAML::Node providers = root["providers"];
-    if (!providers) {
-      add_built_ins_from_environment(config);
-    } else {
-      if (providers.IsNull() || (providers.IsMap() && providers.size() == 0)) {
-        fail("providers", "no providers listed (remove the key to serve the built-in ones)");
-      }
-      expect_map(providers, "providers");
-      std::set<std::string> seen;
-      for (const auto& entry : providers) {
-        const std::string name = scalar_key(entry.first, "providers");
-        if (!seen.insert(name).second) fail("providers." + name, "duplicate provider");
-        config.providers[name] = parse_provider(name, entry.second, config);
-      }
-    }
-
+    check_keys(root, "", {"broker", "defaults", "providers", "worker"});
+    parse_broker(root["broker"], config.broker);
+    parse_worker(root["worker"], config);
+    const YAML::Node defaults = root["defaults"];
+    parse_defaults(defaults, config);
+    parse_providers(root["providers"], config);
+    // After the providers: the chains name them.
     if (defaults && defaults.IsMap()) {
       if (YAML::Node n = defaults["fallbacks"]) parse_fallbacks(n, config);
       if (YAML::Node n = defaults["fallback_providers"]) parse_fallback_providers(n, config);
@@ -197,6 +107,88 @@ class ConfigParser {
  private:
   [[noreturn]] void fail(std::string_view path, std::string_view problem) const {
     throw ConfigError(fmt::format("{}: {}: {}", source_, path, problem));
+  }
+
+  YAML::Node load(const std::string& text) const {
+    try {
+      return YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError(fmt::format("{}: line {}, column {}: {}", source_, e.mark.line + 1,
+                                    e.mark.column + 1, e.msg));
+    }
+  }
+
+  void parse_broker(const YAML::Node& broker, BrokerSettings& settings) const {
+    if (!broker || broker.IsNull()) return;
+    expect_map(broker, "broker");
+    check_keys(broker, "broker", {"endpoint", "public_key_file", "secret_key_file"});
+    auto read_nonempty = [&](const char* key, std::string& out) {
+      const YAML::Node node = broker[key];
+      if (!node) return;
+      const std::string path = std::string("broker.") + key;
+      out = std::string(trim(read_string(node, path)));
+      if (out.empty()) fail(path, "empty (remove the key to leave it unset)");
+    };
+    read_nonempty("endpoint", settings.endpoint);
+    read_nonempty("public_key_file", settings.public_key_file);
+    read_nonempty("secret_key_file", settings.secret_key_file);
+  }
+
+  void parse_worker(const YAML::Node& worker, WorkerConfig& config) const {
+    if (!worker || worker.IsNull()) return;
+    expect_map(worker, "worker");
+    check_keys(worker, "worker", {"concurrency", "max_request_bytes", "max_response_bytes"});
+    if (YAML::Node n = worker["concurrency"]) {
+      config.concurrency = read_uint(n, "worker.concurrency", 1);
+    }
+    if (YAML::Node n = worker["max_request_bytes"]) {
+      config.max_request_bytes = read_uint(n, "worker.max_request_bytes", kMinMessageBound);
+    }
+    if (YAML::Node n = worker["max_response_bytes"]) {
+      config.max_response_bytes = read_uint(n, "worker.max_response_bytes", kMinMessageBound);
+      if (config.max_response_bytes > kMaxResponseBytes) {
+        fail("worker.max_response_bytes",
+             fmt::format("must be at most {} (a result must fit one {} MiB protocol frame)",
+                         kMaxResponseBytes, protocol::Limits::max_message_bytes >> 20));
+      }
+    }
+  }
+
+  void parse_defaults(const YAML::Node& defaults, WorkerConfig& config) const {
+    if (!defaults || defaults.IsNull()) return;
+    expect_map(defaults, "defaults");
+    check_keys(
+        defaults, "defaults",
+        with_policy_keys({"temperature", "enable_fallback", "fallbacks", "fallback_providers"}));
+    for (const auto& entry : defaults) {
+      const std::string key = entry.first.as<std::string>();
+      const std::string path = "defaults." + key;
+      if (key == "temperature") {
+        config.temperature = read_temperature(entry.second, path);
+      } else if (key == "enable_fallback") {
+        config.enable_fallback = read_bool(entry.second, path);
+      } else if (key != "fallbacks" && key != "fallback_providers") {
+        parse_policy_key(key, entry.second, path, config.defaults);
+      }
+    }
+    check_policy(config.defaults, "defaults");
+  }
+
+  void parse_providers(const YAML::Node& providers, WorkerConfig& config) const {
+    if (!providers) {
+      add_built_ins_from_environment(config);
+      return;
+    }
+    if (providers.IsNull() || (providers.IsMap() && providers.size() == 0)) {
+      fail("providers", "no providers listed (remove the key to serve the built-in ones)");
+    }
+    expect_map(providers, "providers");
+    std::set<std::string> seen;
+    for (const auto& entry : providers) {
+      const std::string name = scalar_key(entry.first, "providers");
+      if (!seen.insert(name).second) fail("providers." + name, "duplicate provider");
+      config.providers[name] = parse_provider(name, entry.second, config);
+    }
   }
 
   static std::string describe(const YAML::Node& node) {
@@ -351,9 +343,9 @@ class ConfigParser {
   std::string check_url(std::string url, const std::string& path) const {
     url = std::string(trim(url));
     const std::string lower = to_lower(url);
-    const std::size_t scheme_end = starts_with(lower, "https://")  ? 8
-                                   : starts_with(lower, "http://") ? 7
-                                                                   : 0;
+    const std::size_t scheme_end = lower.starts_with("https://")  ? 8
+                                   : lower.starts_with("http://") ? 7
+                                                                  : 0;
     const bool has_host = scheme_end != 0 && url.size() > scheme_end && url[scheme_end] != '/';
     if (!has_host || url.find_first_of(" \t\r\n") != std::string::npos) {
       fail(path, fmt::format("'{}' is not an http(s) URL", url));
@@ -371,25 +363,69 @@ class ConfigParser {
           check_url(read_string(*configured, path + ".base_url"), path + ".base_url");
       return;
     }
-    const TypeDefaults& defaults = type_defaults(provider.type);
-    for (std::string_view variable : defaults.base_url_env) {
+    const AdapterDescriptor& descriptor = descriptor_of(provider);
+    for (std::string_view variable : descriptor.base_url_env) {
       std::optional<std::string> value = env_.get(std::string(variable));
       if (!value || trim(*value).empty()) continue;
-      std::string url = provider.type == "ollama" ? normalise_ollama_host(*value) : *value;
+      std::string url = descriptor.base_url_from_env != nullptr
+                            ? descriptor.base_url_from_env(*value)
+                            : std::move(*value);
       provider.base_url =
           check_url(std::move(url), fmt::format("{}.base_url (from {})", path, variable));
       return;
     }
-    if (defaults.default_base_url.empty()) {
+    if (descriptor.default_base_url.empty()) {
       fail(path + ".base_url", fmt::format("missing (required for type {})", provider.type));
     }
-    provider.base_url = std::string(defaults.default_base_url);
+    provider.base_url = std::string(descriptor.default_base_url);
   }
 
   void resolve_api_key(ProviderConfig& provider) const {
     if (provider.api_key_env.empty()) return;
     if (std::optional<std::string> key = env_.get(provider.api_key_env)) {
       provider.api_key = std::string(trim(*key));
+    }
+  }
+
+  // The config's `type`, or the built-in provider's when the name is one.
+  std::string provider_type(const std::string& name, const YAML::Node& node,
+                            const std::string& path) const {
+    const AdapterRegistry& registry = adapter_registry();
+    if (node.IsMap() && node["type"]) {
+      std::string type = read_string(node["type"], path + ".type");
+      if (registry.find(type) == nullptr) {
+        fail(path + ".type",
+             fmt::format("unknown type '{}' (expected {})", type, join(registry.types(), ", ")));
+      }
+      return type;
+    }
+    if (const Adapter* built_in = registry.find_builtin(name)) return std::string(built_in->type());
+    fail(path + ".type", "missing (required for a provider that is not built in: " +
+                             join(registry.builtin_names(), ", ") + ")");
+  }
+
+  // One key of providers.NAME other than type and base_url.
+  void parse_provider_key(const std::string& key, const YAML::Node& value,
+                          const std::string& key_path, ProviderConfig& provider) const {
+    if (key == "api_key_env") {
+      provider.api_key_env = std::string(trim(read_string(value, key_path)));
+      if (provider.api_key_env.empty()) fail(key_path, "empty");
+    } else if (key == "headers") {
+      parse_headers(value, key_path, provider.extra_headers);
+    } else if (key == "max_in_flight") {
+      provider.max_in_flight = read_uint(value, key_path, 0);
+    } else if (key == "context_window") {
+      provider.context_window = read_uint(value, key_path, 0);
+    } else if (key == "fallback_model") {
+      provider.fallback_model = read_string(value, key_path);
+    } else if (key == "default_max_tokens") {
+      provider.default_max_tokens = read_uint(value, key_path, 1);
+    } else if (key == "stream_upstream") {
+      provider.stream_upstream = read_bool(value, key_path);
+    } else if (key == "temperature") {
+      provider.temperature = read_temperature(value, key_path);
+    } else {
+      parse_policy_key(key, value, key_path, provider.policy);
     }
   }
 
@@ -411,59 +447,19 @@ class ConfigParser {
     provider.name = name;
     provider.policy = config.defaults;
     provider.temperature = config.temperature;
-
-    const BuiltIn* built_in = find_built_in(name);
-    if (node.IsMap() && node["type"]) {
-      provider.type = read_string(node["type"], path + ".type");
-      if (std::find(kTypes.begin(), kTypes.end(), provider.type) == kTypes.end()) {
-        fail(path + ".type", fmt::format("unknown type '{}' (expected {})", provider.type,
-                                         join({kTypes.begin(), kTypes.end()}, ", ")));
+    provider.type = provider_type(name, node, path);
+    const YAML::Node base_url = node.IsMap() ? node["base_url"] : YAML::Node();
+    const bool configured = node.IsMap() && base_url.IsDefined();
+    resolve_base_url(provider, configured ? &base_url : nullptr, path);
+    provider.api_key_env = std::string(descriptor_of(provider).api_key_env);
+    if (node.IsMap()) {
+      for (const auto& entry : node) {
+        const std::string key = entry.first.as<std::string>();
+        if (key == "type" || key == "base_url") continue;
+        parse_provider_key(key, entry.second, path + "." + key, provider);
       }
-    } else if (built_in != nullptr) {
-      provider.type = std::string(built_in->type);
-    } else {
-      fail(path + ".type",
-           "missing (required for a provider that is not built in: ollama, ali, openai, claude)");
+      check_policy(provider.policy, path);
     }
-
-    if (!node.IsMap()) {
-      resolve_base_url(provider, nullptr, path);
-      provider.api_key_env = std::string(type_defaults(provider.type).api_key_env);
-      resolve_api_key(provider);
-      return provider;
-    }
-
-    const YAML::Node base_url = node["base_url"];
-    resolve_base_url(provider, base_url ? &base_url : nullptr, path);
-    provider.api_key_env = std::string(type_defaults(provider.type).api_key_env);
-    for (const auto& entry : node) {
-      const std::string key = entry.first.as<std::string>();
-      const std::string key_path = path + "." + key;
-      const YAML::Node& value = entry.second;
-      if (key == "type" || key == "base_url") {
-        continue;
-      } else if (key == "api_key_env") {
-        provider.api_key_env = std::string(trim(read_string(value, key_path)));
-        if (provider.api_key_env.empty()) fail(key_path, "empty");
-      } else if (key == "headers") {
-        parse_headers(value, key_path, provider.extra_headers);
-      } else if (key == "max_in_flight") {
-        provider.max_in_flight = read_uint(value, key_path, 0);
-      } else if (key == "context_window") {
-        provider.context_window = read_uint(value, key_path, 0);
-      } else if (key == "fallback_model") {
-        provider.fallback_model = read_string(value, key_path);
-      } else if (key == "default_max_tokens") {
-        provider.default_max_tokens = read_uint(value, key_path, 1);
-      } else if (key == "stream_upstream") {
-        provider.stream_upstream = read_bool(value, key_path);
-      } else if (key == "temperature") {
-        provider.temperature = read_temperature(value, key_path);
-      } else {
-        parse_policy_key(key, value, key_path, provider.policy);
-      }
-    }
-    check_policy(provider.policy, path);
     resolve_api_key(provider);
     return provider;
   }
@@ -486,15 +482,16 @@ class ConfigParser {
   }
 
   void add_built_ins_from_environment(WorkerConfig& config) const {
-    for (const BuiltIn& built_in : kBuiltIns) {
-      const TypeDefaults& defaults = type_defaults(built_in.type);
+    for (const AdapterPtr& adapter : adapter_registry().adapters()) {
+      const AdapterDescriptor& descriptor = adapter->descriptor();
+      if (descriptor.builtin_name.empty()) continue;
       // Cloud providers are served only when their key is there; Ollama needs none.
-      if (!defaults.api_key_env.empty()) {
-        std::optional<std::string> key = env_.get(std::string(defaults.api_key_env));
+      if (!descriptor.api_key_env.empty()) {
+        std::optional<std::string> key = env_.get(std::string(descriptor.api_key_env));
         if (!key || trim(*key).empty()) continue;
       }
-      config.providers[std::string(built_in.name)] =
-          parse_provider(std::string(built_in.name), YAML::Node(), config);
+      const std::string name(descriptor.builtin_name);
+      config.providers[name] = parse_provider(name, YAML::Node(), config);
     }
   }
 
@@ -544,6 +541,15 @@ class ConfigParser {
     }
   }
 
+  static std::string missing_fallback_model(const ProviderConfig& provider) {
+    const std::string_view example = descriptor_of(provider).default_model;
+    return fmt::format(
+        "provider '{}' has no fallback_model (set providers.{}.fallback_model{}, or list it in "
+        "fallbacks as '{}/MODEL')",
+        provider.name, provider.name, example.empty() ? "" : fmt::format(", e.g. {}", example),
+        provider.name);
+  }
+
   void parse_fallback_providers(const YAML::Node& node, WorkerConfig& config) const {
     const std::string path = "defaults.fallback_providers";
     if (node.IsNull()) return;
@@ -553,9 +559,7 @@ class ConfigParser {
       const std::string name = read_string(node[i], item_path);
       require_provider(config, name, item_path);
       if (config.providers.at(name).fallback_model.empty()) {
-        fail(item_path, fmt::format("provider '{}' has no fallback_model (set providers.{}."
-                                    "fallback_model, or list it in fallbacks as '{}/MODEL')",
-                                    name, name, name));
+        fail(item_path, missing_fallback_model(config.providers.at(name)));
       }
       config.fallback_providers.push_back(name);
     }
@@ -576,10 +580,9 @@ std::vector<std::string> config_warnings(const WorkerConfig& config) {
   std::vector<std::string> warnings;
   for (const auto& [name, provider] : config.providers) {
     if (!provider.api_key.empty()) continue;
-    // The same rule the adapters apply when they build a request (detail::check_key): these
-    // types always send a key; the others only when api_key_env names one.
-    const bool key_required =
-        provider.type == "openai" || provider.type == "anthropic" || provider.type == "dashscope";
+    // The rule the adapters apply when they build a request: some formats always send a key;
+    // the others only when api_key_env names one.
+    const bool key_required = descriptor_of(provider).key_required;
     if (!key_required && provider.api_key_env.empty()) continue;
     if (provider.api_key_env.empty()) {
       warnings.push_back(fmt::format(
@@ -609,6 +612,13 @@ WorkerConfig load_config(const std::string& path, const Environment& env) {
     text << file.rdbuf();
     if (file.bad()) throw ConfigError(fmt::format("{}: cannot read", path));
     config = parse_config(text.str(), path, env);
+    // Key files named in the config are found next to it, wherever the worker starts.
+    const std::filesystem::path directory = std::filesystem::path(path).parent_path();
+    for (std::string* key_file : {&config.broker.public_key_file, &config.broker.secret_key_file}) {
+      if (!key_file->empty() && std::filesystem::path(*key_file).is_relative()) {
+        *key_file = (directory / *key_file).string();
+      }
+    }
   }
   for (const std::string& warning : config_warnings(config)) spdlog::warn("{}", warning);
   return config;

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
+#include "dispatch/common/strings.hpp"
 #include "dispatch/worker/config.hpp"
-#include "text_util.hpp"
 
 namespace dispatch::worker {
 
@@ -127,7 +130,7 @@ std::optional<double> parse_non_negative_number(std::string_view text) {
 // A month of waiting is "never" for any caller; the cap keeps the conversion defined.
 constexpr double kMaxRetryAfterMs = 30.0 * 24 * 3600 * 1000;
 
-uint64_t to_ms(double ms) {
+uint64_t capped_retry_after_ms(double ms) {
   return static_cast<uint64_t>(std::llround(std::min(ms, kMaxRetryAfterMs)));
 }
 
@@ -149,9 +152,9 @@ std::optional<int64_t> parse_http_date_unix_s(const std::string& text) {
 std::string curl_detail(const TransportError& error) {
   const std::string_view generic = curl_easy_strerror(static_cast<CURLcode>(error.curl_code));
   std::string_view text = trim(error.message);
-  if (!generic.empty() && starts_with(text, generic)) {
+  if (!generic.empty() && text.starts_with(generic)) {
     std::string_view rest = text.substr(generic.size());
-    if (starts_with(rest, ": ")) rest.remove_prefix(2);
+    if (rest.starts_with(": ")) rest.remove_prefix(2);
     if (!trim(rest).empty()) text = trim(rest);
   }
   if (text.size() > generic.size() + 2 && text.substr(text.size() - generic.size()) == generic &&
@@ -180,7 +183,7 @@ bool is_loopback_url(std::string_view url) {
   if (const std::size_t at = host.rfind('@'); at != std::string_view::npos) {
     host.remove_prefix(at + 1);
   }
-  return starts_with(host, "127.") || starts_with(host, "[::1]") ||
+  return host.starts_with("127.") || host.starts_with("[::1]") ||
          iequals(host.substr(0, host.find(':')), "localhost");
 }
 
@@ -237,34 +240,138 @@ std::string transport_sentence(const TransportError& error, const ProviderConfig
   }
 }
 
+// A Go duration as OpenAI writes it ("1m30.5s", "120ms", "6m0s"), or plain seconds.
+std::optional<double> parse_duration_ms(std::string_view text) {
+  text = trim(text);
+  if (auto seconds = parse_non_negative_number(text)) return *seconds * 1000.0;
+  double total_ms = 0;
+  bool any = false;
+  while (!text.empty()) {
+    double value = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || !std::isfinite(value) || value < 0) return std::nullopt;
+    text.remove_prefix(static_cast<std::size_t>(ptr - text.data()));
+    std::size_t unit_length = 0;
+    while (unit_length < text.size() && std::isalpha(static_cast<unsigned char>(text[unit_length])))
+      ++unit_length;
+    const std::string_view unit = text.substr(0, unit_length);
+    text.remove_prefix(unit_length);
+    double scale = 0;
+    if (unit == "h")
+      scale = 3'600'000;
+    else if (unit == "m")
+      scale = 60'000;
+    else if (unit == "s")
+      scale = 1'000;
+    else if (unit == "ms")
+      scale = 1;
+    else if (unit == "us")
+      scale = 0.001;
+    else if (unit == "ns")
+      scale = 0.000001;
+    else
+      return std::nullopt;
+    total_ms += value * scale;
+    any = true;
+  }
+  if (!any) return std::nullopt;
+  return total_ms;
+}
+
+// An RFC 3339 time ("2024-05-01T12:00:30Z", fraction and offset allowed) as ms from now.
+std::optional<double> parse_rfc3339_from_now_ms(const std::string& text, int64_t now_unix_ms) {
+  std::tm tm{};
+  const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (end == nullptr) return std::nullopt;
+  double fraction = 0;
+  if (*end == '.') {
+    const char* start = end;
+    while (std::isdigit(static_cast<unsigned char>(*++end))) {
+    }
+    fraction = std::strtod(std::string(start, end).c_str(), nullptr);
+  }
+  int64_t offset_s = 0;
+  if (*end == '+' || *end == '-') {
+    int hours = 0;
+    int minutes = 0;
+    if (std::sscanf(end + 1, "%2d:%2d", &hours, &minutes) != 2) return std::nullopt;
+    offset_s = (*end == '+' ? 1 : -1) * (hours * 3600 + minutes * 60);
+  } else if (*end != 'Z' && *end != 'z') {
+    return std::nullopt;
+  }
+  const double at_ms = (static_cast<double>(timegm(&tm) - offset_s) + fraction) * 1000.0;
+  return std::max(0.0, at_ms - static_cast<double>(now_unix_ms));
+}
+
+std::optional<uint64_t> header_count(const HttpHeaders& headers, std::string_view name) {
+  const std::string* value = find_header(headers, name);
+  if (value == nullptr) return std::nullopt;
+  auto number = parse_non_negative_number(*value);
+  if (!number || *number > 1e15) return std::nullopt;
+  return static_cast<uint64_t>(*number);
+}
+
 }  // namespace
+
+RateLimitHeaders parse_rate_limit_headers(const HttpHeaders& headers, int64_t now_unix_ms) {
+  RateLimitHeaders limits;
+  const auto as_ms = [](std::optional<double> ms) -> std::optional<uint64_t> {
+    if (!ms) return std::nullopt;
+    return capped_retry_after_ms(*ms);
+  };
+  const auto reset = [&](std::string_view name, bool rfc3339) -> std::optional<uint64_t> {
+    const std::string* value = find_header(headers, name);
+    if (value == nullptr) return std::nullopt;
+    return as_ms(rfc3339 ? parse_rfc3339_from_now_ms(std::string(trim(*value)), now_unix_ms)
+                         : parse_duration_ms(*value));
+  };
+  limits.limit_requests = header_count(headers, "x-ratelimit-limit-requests");
+  limits.remaining_requests = header_count(headers, "x-ratelimit-remaining-requests");
+  limits.reset_requests_ms = reset("x-ratelimit-reset-requests", false);
+  limits.limit_tokens = header_count(headers, "x-ratelimit-limit-tokens");
+  limits.remaining_tokens = header_count(headers, "x-ratelimit-remaining-tokens");
+  limits.reset_tokens_ms = reset("x-ratelimit-reset-tokens", false);
+  if (!limits.remaining_requests) {
+    limits.limit_requests = header_count(headers, "anthropic-ratelimit-requests-limit");
+    limits.remaining_requests = header_count(headers, "anthropic-ratelimit-requests-remaining");
+    limits.reset_requests_ms = reset("anthropic-ratelimit-requests-reset", true);
+  }
+  if (!limits.remaining_tokens) {
+    limits.limit_tokens = header_count(headers, "anthropic-ratelimit-tokens-limit");
+    limits.remaining_tokens = header_count(headers, "anthropic-ratelimit-tokens-remaining");
+    limits.reset_tokens_ms = reset("anthropic-ratelimit-tokens-reset", true);
+  }
+  return limits;
+}
 
 std::optional<uint64_t> parse_retry_after(const HttpHeaders& headers, int64_t now_unix_ms) {
   if (const std::string* ms = find_header(headers, "retry-after-ms")) {
-    if (auto value = parse_non_negative_number(*ms)) return to_ms(*value);
+    if (auto value = parse_non_negative_number(*ms)) return capped_retry_after_ms(*value);
   }
   const std::string* header = find_header(headers, "retry-after");
   if (header == nullptr) return std::nullopt;
-  if (auto seconds = parse_non_negative_number(*header)) return to_ms(*seconds * 1000.0);
+  if (auto seconds = parse_non_negative_number(*header))
+    return capped_retry_after_ms(*seconds * 1000.0);
   if (auto date_s = parse_http_date_unix_s(std::string(trim(*header)))) {
     const int64_t delta_ms = *date_s * 1000 - now_unix_ms;
-    return delta_ms <= 0 ? 0 : to_ms(static_cast<double>(delta_ms));
+    return delta_ms <= 0 ? 0 : capped_retry_after_ms(static_cast<double>(delta_ms));
   }
   return std::nullopt;
 }
 
 Failure classify_provider_error(const ProviderError& error, const HttpHeaders& headers,
-                                int64_t now_unix_ms, std::string_view api_key) {
+                                int64_t now_unix_ms, std::span<const std::string> secrets) {
   Failure failure;
   failure.kind = kind_from_status(error);
   failure.status = error.status;
-  failure.code = scrub_secrets(error.code.empty() ? error.type : error.code, api_key);
-  failure.message = scrub_secrets(error.message, api_key);
+  failure.code = scrub_secrets(error.code.empty() ? error.type : error.code, secrets);
+  failure.message = scrub_secrets(error.message, secrets);
   if (failure.message.empty()) {
     failure.message = error.status != 0 ? "HTTP " + std::to_string(error.status)
                                         : std::string("error event in stream");
   }
   failure.retry_after_ms = parse_retry_after(headers, now_unix_ms);
+  failure.limits = parse_rate_limit_headers(headers, now_unix_ms);
   if (const std::string* should_retry = find_header(headers, "x-should-retry")) {
     const std::string_view value = trim(*should_retry);
     if (iequals(value, "true") || iequals(value, "false")) {
@@ -279,32 +386,55 @@ Failure classify_provider_error(const ProviderError& error, const HttpHeaders& h
   return failure;
 }
 
-Failure failure_from_transport(const TransportError& error, std::string_view api_key) {
+Failure response_too_large(std::size_t limit) {
+  Failure failure;
+  failure.kind = ErrorKind::invalid_request;
+  failure.code = "response_too_large";
+  failure.message = fmt::format(
+      "the answer is larger than worker.max_response_bytes ({} bytes); ask for a shorter one "
+      "(max_tokens) or raise the limit",
+      limit);
+  return failure;
+}
+
+Failure failure_from_transport(const TransportError& error, std::span<const std::string> secrets) {
   Failure failure;
   failure.kind = error.kind;
   failure.status = 0;
   if (error.curl_code != 0) failure.code = "curl_" + std::to_string(error.curl_code);
-  failure.message = scrub_secrets(error.message, api_key);
+  failure.message = scrub_secrets(error.message, secrets);
   if (failure.message.empty()) failure.message = std::string(protocol::to_string(error.kind));
   return failure;
 }
 
 Failure failure_from_transport(const TransportError& error, const ProviderConfig& provider) {
-  Failure failure = failure_from_transport(error, provider.api_key);
+  const std::vector<std::string> secrets = provider.secrets();
+  Failure failure = failure_from_transport(error, secrets);
   // A cancelled transfer is never reported (see the launcher); nothing to explain there.
   if (error.kind == protocol::ErrorKind::cancelled) return failure;
-  failure.message = scrub_secrets(transport_sentence(error, provider), provider.api_key);
+  failure.message = scrub_secrets(transport_sentence(error, provider), secrets);
   return failure;
 }
 
 std::string scrub_secrets(std::string_view text, std::string_view api_key) {
+  if (api_key.empty()) return scrub_secrets(text, std::span<const std::string>());
+  const std::string key(api_key);
+  return scrub_secrets(text, std::span<const std::string>(&key, 1));
+}
+
+std::string scrub_secrets(std::string_view text, std::span<const std::string> secrets) {
   std::string out(text);
-  // Keys shorter than this would scrub ordinary words; real keys are far longer.
-  constexpr std::size_t kMinKeyLength = 6;
-  if (api_key.size() >= kMinKeyLength) {
-    for (std::size_t pos = out.find(api_key); pos != std::string::npos;
-         pos = out.find(api_key, pos + 3)) {
-      out.replace(pos, api_key.size(), "***");
+  // Values shorter than this would scrub ordinary words; real keys are far longer.
+  constexpr std::size_t kMinSecretLength = 6;
+  // Longest first: a header value may contain the key, or another value.
+  std::vector<std::string_view> by_length(secrets.begin(), secrets.end());
+  std::sort(by_length.begin(), by_length.end(),
+            [](std::string_view a, std::string_view b) { return a.size() > b.size(); });
+  for (std::string_view secret : by_length) {
+    if (secret.size() < kMinSecretLength) break;
+    for (std::size_t pos = out.find(secret); pos != std::string::npos;
+         pos = out.find(secret, pos + 3)) {
+      out.replace(pos, secret.size(), "***");
     }
   }
   auto is_token_char = [](char c) {

@@ -10,6 +10,7 @@ namespace {
 
 // Containers nested deeper than this go to nlohmann (which has no limit); events never nest so.
 constexpr std::size_t kMaxFastDepth = 64;
+static_assert(kMaxFastDepth <= kMaxJsonDepth);
 constexpr std::size_t kInitialNodes = 32;
 
 bool is_space(char c) {
@@ -307,80 +308,98 @@ nlohmann::json JsonValue::to_json() const {
   return nullptr;
 }
 
-JsonDocument::Result JsonDocument::parse_fast(std::string_view text) {
-  nodes_.clear();
-  unescaped_.clear();
-  // Indexes of the containers being filled.
-  std::array<uint32_t, kMaxFastDepth> open;
-  std::size_t depth = 0;
-  // One allocation per document for the usual event (a chunk is 15-25 nodes).
-  if (nodes_.capacity() == 0) nodes_.reserve(kInitialNodes);
-  Scanner in(text, unescaped_);
-  std::string_view key;
+// The fast path of JsonDocument::parse: one pass over the text, the containers being filled on
+// a stack of fixed depth. Anything the Scanner is not sure about returns false and nlohmann
+// decides.
+class FastParser {
+ public:
+  FastParser(std::string_view text, std::vector<JsonValue>& nodes, std::string& unescaped)
+      : in_(text, unescaped), nodes_(nodes) {}
 
-  // Reads one value into a new node; a container stays open for the loop below.
-  auto value = [&]() -> bool {
-    in.skip_space();
+  bool parse() {
+    if (!value({})) return false;
+    while (depth_ > 0) {
+      if (!continue_container()) return false;
+    }
+    in_.skip_space();
+    return in_.at_end();
+  }
+
+ private:
+  // Reads one value into a new node; a container stays open for continue_container().
+  bool value(std::string_view key) {
+    in_.skip_space();
     JsonValue node;
     node.key_ = key;
-    switch (in.current()) {
-      case '{':
-      case '[':
-        if (depth == open.size()) return false;
-        node.type_ = in.current() == '{' ? JsonValue::Type::object : JsonValue::Type::array;
-        in.consume(in.current());
-        open[depth++] = static_cast<uint32_t>(nodes_.size());
-        nodes_.push_back(node);
-        return true;
-      case '"':
-        node.type_ = JsonValue::Type::string;
-        if (!in.string(node.text_)) return false;
-        break;
-      case 't':
-        if (!in.literal("true")) return false;
-        node.type_ = JsonValue::Type::boolean;
-        node.boolean_ = true;
-        break;
-      case 'f':
-        if (!in.literal("false")) return false;
-        node.type_ = JsonValue::Type::boolean;
-        break;
-      case 'n':
-        if (!in.literal("null")) return false;
-        break;
-      default:
-        if (!in.number(node.type_, node.number_.u, node.number_.i, node.number_.d)) return false;
-        break;
+    const char c = in_.current();
+    if (c == '{' || c == '[') {
+      if (depth_ == open_.size()) return false;
+      node.type_ = c == '{' ? JsonValue::Type::object : JsonValue::Type::array;
+      in_.consume(c);
+      open_[depth_++] = static_cast<uint32_t>(nodes_.size());
+      nodes_.push_back(node);
+      return true;
     }
+    if (!scalar(c, node)) return false;
     nodes_.push_back(node);
     return true;
-  };
+  }
 
-  if (!value()) return Result::unsure;
-  while (depth > 0) {
-    const uint32_t index = open[depth - 1];
+  bool scalar(char c, JsonValue& node) {
+    switch (c) {
+      case '"':
+        node.type_ = JsonValue::Type::string;
+        return in_.string(node.text_);
+      case 't':
+        node.type_ = JsonValue::Type::boolean;
+        node.boolean_ = true;
+        return in_.literal("true");
+      case 'f':
+        node.type_ = JsonValue::Type::boolean;
+        return in_.literal("false");
+      case 'n':
+        return in_.literal("null");
+      default:
+        return in_.number(node.type_, node.number_.u, node.number_.i, node.number_.d);
+    }
+  }
+
+  // Closes the innermost open container, or reads its next element or member.
+  bool continue_container() {
+    const uint32_t index = open_[depth_ - 1];
     const bool is_object = nodes_[index].type_ == JsonValue::Type::object;
-    in.skip_space();
-    if (in.consume(is_object ? '}' : ']')) {
+    in_.skip_space();
+    if (in_.consume(is_object ? '}' : ']')) {
       nodes_[index].subtree_ = static_cast<uint32_t>(nodes_.size() - index);
-      --depth;
-      continue;
+      --depth_;
+      return true;
     }
     if (nodes_[index].count_ > 0) {
-      if (!in.consume(',')) return Result::unsure;
-      in.skip_space();
+      if (!in_.consume(',')) return false;
+      in_.skip_space();
     }
     ++nodes_[index].count_;
-    key = {};
+    std::string_view key;
     if (is_object) {
-      if (!in.peek('"') || !in.string(key)) return Result::unsure;
-      in.skip_space();
-      if (!in.consume(':')) return Result::unsure;
+      if (!in_.peek('"') || !in_.string(key)) return false;
+      in_.skip_space();
+      if (!in_.consume(':')) return false;
     }
-    if (!value()) return Result::unsure;
+    return value(key);
   }
-  in.skip_space();
-  return in.at_end() ? Result::ok : Result::unsure;
+
+  Scanner in_;
+  std::vector<JsonValue>& nodes_;
+  std::array<uint32_t, kMaxFastDepth> open_{};  // indexes of the containers being filled
+  std::size_t depth_ = 0;
+};
+
+bool JsonDocument::parse_fast(std::string_view text) {
+  nodes_.clear();
+  unescaped_.clear();
+  // One allocation per document for the usual event (a chunk is 15-25 nodes).
+  if (nodes_.capacity() == 0) nodes_.reserve(kInitialNodes);
+  return FastParser(text, nodes_, unescaped_).parse();
 }
 
 void JsonDocument::append_tree(const nlohmann::json& root) {
@@ -443,8 +462,9 @@ void JsonDocument::append_tree(const nlohmann::json& root) {
 }
 
 const JsonValue* JsonDocument::parse(std::string_view text) {
-  last_fast_ = parse_fast(text) == Result::ok;
-  if (last_fast_) return nodes_.data();
+  last_fast_ = parse_fast(text);
+  if (last_fast_) return nodes_.data();  // the fast parser nests at most kMaxFastDepth
+  if (!json_depth_within(text)) return nullptr;
   fallback_ = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (fallback_.is_discarded()) return nullptr;
   nodes_.clear();

@@ -10,8 +10,10 @@
 // Acceptance and values are nlohmann's: the fast parser handles the common subset and, on
 // anything it is not sure about (floats it cannot convert, integers beyond 64 bits, deep
 // nesting, lone surrogates, a byte-order mark, ...), hands the text to nlohmann::json::parse and
-// converts that DOM, so an event is malformed exactly when nlohmann rejects it. Lookups return
-// the last member of a repeated name, as nlohmann's parser keeps.
+// converts that DOM, so an event is malformed exactly when nlohmann rejects it — or when it
+// nests deeper than kMaxJsonDepth (dispatch/common/json_depth.hpp), which nlohmann accepts but
+// the worker refuses: converting the document is recursive.
+// Lookups return the last member of a repeated name, as nlohmann's parser keeps.
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -19,7 +21,11 @@
 #include <string_view>
 #include <vector>
 
+#include "dispatch/common/json_depth.hpp"
+
 namespace dispatch::worker::detail {
+
+class FastParser;  // json_view.cpp
 
 class JsonValue {
  public:
@@ -86,6 +92,7 @@ class JsonValue {
 
  private:
   friend class JsonDocument;
+  friend class FastParser;
 
   Type type_ = Type::null;
   bool boolean_ = false;
@@ -111,8 +118,8 @@ class JsonDocument {
   bool last_parse_was_fast() const { return last_fast_; }
 
  private:
-  enum class Result { ok, unsure };
-  Result parse_fast(std::string_view text);
+  // False when the fast parser is not sure (then nlohmann decides).
+  bool parse_fast(std::string_view text);
   void append_tree(const nlohmann::json& root);
 
   std::vector<JsonValue> nodes_;

@@ -11,10 +11,10 @@
 
 namespace dispatch::worker {
 
-class ProviderAttemptLauncher::Attempt final : public HttpHandler, public DecodeSink {
+class ProviderAttemptLauncher::Attempt final : public TransferListener, public DecodeListener {
  public:
-  Attempt(ProviderAttemptLauncher& launcher, AttemptHandle handle, AttemptEvents& events)
-      : launcher_(launcher), handle_(handle), events_(events) {}
+  Attempt(ProviderAttemptLauncher& launcher, AttemptHandle handle, AttemptListener& listener)
+      : launcher_(launcher), handle_(handle), listener_(listener) {}
 
   // Reports `failure` from a zero-delay timer: start() never calls back inline.
   void fail_later(Failure failure) {
@@ -40,10 +40,13 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
 
   // Starts the prepared transfer; takes one of the provider's slots once the engine has it.
   void run() {
-    decoder_ = adapter_->make_decoder(stream_, *provider_, launcher_.scheduler_.clock());
-    TransferOptions options;
-    options.connect_timeout_ms = connect_timeout_ms_;
-    transfer_ = launcher_.engine_.start(std::move(request_), options, *this);
+    DecoderOptions decoding;
+    decoding.stream = stream_;
+    decoding.max_body_bytes = launcher_.config_.max_response_bytes;
+    decoder_ = adapter_->make_decoder(decoding, *provider_, launcher_.scheduler_.clock());
+    TransferOptions transfer;
+    transfer.connect_timeout_ms = connect_timeout_ms_;
+    transfer_ = launcher_.engine_.start(std::move(request_), transfer, *this);
     running_ = true;
     holds_slot_ = true;
     ++launcher_.slots_[provider_->name].running;
@@ -64,18 +67,21 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
 
   bool busy() const { return depth_ > 0; }
 
-  // HttpHandler
+  // TransferListener
   void on_response_start(int status, const HttpHeaders& headers) override {
     CallbackScope scope(*this);
     if (finished_) return;
     status_ = status;
+    // Remaining-quota headers come with answers and refusals alike; the broker paces the fleet
+    // by them (the policy reports them).
+    output_.limits = parse_rate_limit_headers(headers, launcher_.scheduler_.clock().unix_ms());
     decoder_->on_headers(status, headers);
   }
 
   void on_body(std::string_view bytes) override {
     CallbackScope scope(*this);
     if (finished_) return;
-    events_.on_activity();
+    listener_.on_activity();
     if (finished_) return;
     decode_guarded([&] { decoder_->on_body(bytes, *this); });
     if (stream_error_) {
@@ -96,33 +102,36 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
       return;
     }
     // An error status with a cut body is still classified from its status and headers.
-    std::optional<Failure> failure;
-    decode_guarded([&] { failure = decoder_->finish(*this); });
+    Result<void, Failure> finished;
+    decode_guarded([&] { finished = decoder_->finish(*this); });
     if (stream_error_) {
       report_failure(std::move(*stream_error_));
       return;
     }
-    if (failure) {
-      report_failure(std::move(*failure));
+    if (!finished) {
+      report_failure(std::move(finished).error());
       return;
     }
     flush_delta();
     if (finished_) return;
     finished_ = true;
     finalise_output();
-    events_.on_complete(std::move(output_));
+    listener_.on_complete(std::move(output_));
   }
 
-  // DecodeSink
+  // DecodeListener
   void on_content(std::string_view text) override {
+    if (!take_answer_bytes(text.size())) return;
     output_.content.append(text);
     delta_.content.append(text);
   }
   void on_thinking(std::string_view text) override {
+    if (!take_answer_bytes(text.size())) return;
     output_.thinking.append(text);
     delta_.thinking.append(text);
   }
   void on_tool_call(const protocol::ToolCallDelta& delta) override {
+    if (!take_answer_bytes(delta.id.size() + delta.name.size() + delta.arguments.size())) return;
     auto it = std::find_if(tool_calls_.begin(), tool_calls_.end(),
                            [&](const IndexedCall& c) { return c.index == delta.index; });
     if (it == tool_calls_.end()) {
@@ -206,11 +215,21 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
     }
   }
 
+  // Counts answer text against worker.max_response_bytes; past it the attempt fails
+  // (response_too_large) and the text is not kept.
+  bool take_answer_bytes(std::size_t bytes) {
+    if (stream_error_) return false;
+    answer_bytes_ += bytes;
+    if (answer_bytes_ <= launcher_.config_.max_response_bytes) return true;
+    stream_error_ = response_too_large(launcher_.config_.max_response_bytes);
+    return false;
+  }
+
   void flush_delta() {
     if (delta_.content.empty() && delta_.thinking.empty() && delta_.tool_calls.empty()) return;
     protocol::Chunk chunk = std::move(delta_);
     delta_ = protocol::Chunk{};
-    events_.on_delta(chunk);
+    listener_.on_delta(chunk);
   }
 
   // Cancels the transfer if it still runs and gives its slot to the next waiting attempt.
@@ -226,11 +245,12 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
   void report_failure(Failure failure) {
     if (finished_) return;
     finished_ = true;
+    if (!failure.limits.any()) failure.limits = output_.limits;
     end_transfer();
     spdlog::debug("attempt on provider {} failed: {} (status {})",
                   provider_ != nullptr ? provider_->name : "?", protocol::to_string(failure.kind),
                   failure.status);
-    events_.on_failed(std::move(failure), std::move(output_.notes));
+    listener_.on_failed(std::move(failure), std::move(output_.notes));
   }
 
   void finalise_output() {
@@ -246,7 +266,7 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
 
   ProviderAttemptLauncher& launcher_;
   AttemptHandle handle_;
-  AttemptEvents& events_;
+  AttemptListener& listener_;
   const ProviderConfig* provider_ = nullptr;
   const Adapter* adapter_ = nullptr;
   HttpRequest request_;  // until run()
@@ -264,6 +284,7 @@ class ProviderAttemptLauncher::Attempt final : public HttpHandler, public Decode
   std::optional<Failure> pending_failure_;
   std::optional<Failure> stream_error_;
   AttemptOutput output_;
+  std::size_t answer_bytes_ = 0;  // content + thinking + tool-call text so far
   std::vector<IndexedCall> tool_calls_;
   protocol::Chunk delta_;
 };
@@ -279,9 +300,9 @@ ProviderAttemptLauncher::~ProviderAttemptLauncher() {
   attempts_.clear();
 }
 
-AttemptHandle ProviderAttemptLauncher::start(const AttemptSpec& spec, AttemptEvents& events) {
+AttemptHandle ProviderAttemptLauncher::start(const AttemptSpec& spec, AttemptListener& listener) {
   const AttemptHandle handle = next_handle_++;
-  auto owned = std::make_unique<Attempt>(*this, handle, events);
+  auto owned = std::make_unique<Attempt>(*this, handle, listener);
   Attempt& attempt = *owned;
   attempts_.emplace(handle, std::move(owned));
 
@@ -308,12 +329,11 @@ AttemptHandle ProviderAttemptLauncher::start(const AttemptSpec& spec, AttemptEve
   // Either side may turn streaming off: the policy (spec) or the provider's config.
   const bool stream = spec.stream_upstream && provider->stream_upstream;
   auto built = adapter->build(*spec.request, spec.target.model, stream, *provider);
-  if (auto* failure = std::get_if<Failure>(&built)) {
-    attempt.fail_later(std::move(*failure));
+  if (!built) {
+    attempt.fail_later(std::move(built).error());
     return handle;
   }
-  attempt.prepare(*provider, *adapter, std::move(std::get<BuiltRequest>(built)), stream,
-                  spec.connect_timeout_ms);
+  attempt.prepare(*provider, *adapter, std::move(built).value(), stream, spec.connect_timeout_ms);
   ProviderSlots& slots = slots_[provider->name];
   if (provider->max_in_flight > 0 &&
       (slots.running >= provider->max_in_flight || !slots.waiting.empty())) {

@@ -1,69 +1,175 @@
-// Ollama /api/chat. See reference/providers.md "Ollama".
+// Ollama /api/chat. Wire format: docs/providers.md "Ollama".
 
 #include <fmt/format.h>
 
+#include <array>
+
 #include "adapter_common.hpp"
-#include "adapters.hpp"
+#include "dispatch/common/strings.hpp"
 #include "dispatch/worker/stream_parsers.hpp"
-#include "text_util.hpp"
+#include "tool_links.hpp"
 
 namespace dispatch::worker::detail {
 namespace {
 
-std::variant<Json, Failure> build_messages(const protocol::Request& request) {
-  Json messages = Json::array();
-  for (std::size_t i = 0; i < request.messages.size(); ++i) {
-    const protocol::Message& m = request.messages[i];
-    const std::string where = fmt::format("messages[{}]", i);
-    if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
-      return invalid_request(fmt::format("{}.role: unknown role '{}'", where, m.role));
-    }
-    if (!m.images.empty() && m.role != "user") {
-      return invalid_request(where + ": images are only supported in user messages");
-    }
-    Json message = {{"role", m.role}, {"content", m.content}};
-    if (!m.images.empty()) {
-      Json images = Json::array();
-      for (std::size_t j = 0; j < m.images.size(); ++j) {
-        const std::string image_where = fmt::format("{}.images[{}]", where, j);
-        auto parsed = parse_image(m.images[j], image_where);
-        if (auto* failure = std::get_if<Failure>(&parsed)) return std::move(*failure);
-        Image& img = std::get<Image>(parsed);
-        if (!img.url.empty()) {
-          return invalid_request(image_where + ": ollama takes base64 images, not URLs");
-        }
-        images.push_back(std::move(img.base64));
-      }
-      message["images"] = std::move(images);
-    }
-    if (m.role == "assistant") {
-      if (!m.thinking.empty()) message["thinking"] = m.thinking;
-      if (!m.tool_calls.empty()) {
-        Json calls = Json::array();
-        for (std::size_t j = 0; j < m.tool_calls.size(); ++j) {
-          const protocol::ToolCall& call = m.tool_calls[j];
-          auto arguments = parse_json_object(call.arguments,
-                                             fmt::format("{}.tool_calls[{}].arguments", where, j));
-          if (auto* failure = std::get_if<Failure>(&arguments)) return std::move(*failure);
-          Json entry = {{"function",
-                         {{"index", j},
-                          {"name", call.name},
-                          {"arguments", std::move(std::get<Json>(arguments))}}}};
-          if (!call.id.empty()) entry["id"] = call.id;
-          calls.push_back(std::move(entry));
-        }
-        message["tool_calls"] = std::move(calls);
-      }
-    } else if (m.role == "tool") {
-      // Ollama matches a result to its call by function name, not id.
-      std::string name = m.tool_name;
-      if (name.empty()) name = tool_name_for_call_id(request.messages, i, m.tool_call_id);
-      if (!name.empty()) message["tool_name"] = std::move(name);
-    }
-    messages.push_back(std::move(message));
+// OLLAMA_HOST is what `ollama serve` binds, so users set it without a scheme ("0.0.0.0:11434",
+// "myhost", ":11434"); Ollama's own client fills in http://, 127.0.0.1 and port 11434.
+std::string base_url_from_ollama_host(std::string_view value) {
+  std::string url(trim(value));
+  std::string scheme = "http";
+  if (const std::size_t sep = url.find("://"); sep != std::string::npos) {
+    scheme = to_lower(url.substr(0, sep));
+    url = url.substr(sep + 3);
   }
-  return messages;
+  std::string host = url;
+  std::string path;
+  if (const std::size_t slash = url.find('/'); slash != std::string::npos) {
+    host = url.substr(0, slash);
+    path = url.substr(slash);
+  }
+  if (host.empty() || host.front() == ':') host = "127.0.0.1" + host;
+  const std::size_t bracket = host.rfind(']');
+  const std::size_t colon = host.rfind(':');
+  const bool has_port =
+      colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
+  if (!has_port && scheme == "http") host += ":11434";
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  return scheme + "://" + host + path;
 }
+
+constexpr std::array<std::string_view, 1> kBaseUrlEnv = {"OLLAMA_HOST"};
+
+const AdapterDescriptor kDescriptor{
+    .type = "ollama",
+    .default_base_url = "http://localhost:11434",
+    .base_url_env = kBaseUrlEnv,
+    .api_key_env = "",
+    .key_required = false,  // local servers take none; ollama.com takes a Bearer key
+    .builtin_name = "ollama",
+    .default_model = "llama3.2",
+    .base_url_from_env = &base_url_from_ollama_host,
+};
+
+// ---- request --------------------------------------------------------------------------------
+
+Result<void, Failure> write_images(JsonWriter& out, const protocol::Message& m,
+                                   const std::string& where) {
+  out.key("images").begin_array();
+  for (std::size_t j = 0; j < m.images.size(); ++j) {
+    const std::string image_where = fmt::format("{}.images[{}]", where, j);
+    auto image = parse_image(m.images[j], image_where);
+    if (!image) return image.error();
+    if (!image->url.empty()) {
+      return invalid_request(image_where + ": ollama takes base64 images, not URLs");
+    }
+    out.value(image->base64);
+  }
+  out.end_array();
+  return {};
+}
+
+// Calls carry their arguments as an object, and an index.
+Result<void, Failure> write_tool_calls(JsonWriter& out, const protocol::Message& m,
+                                       const std::string& where) {
+  out.key("tool_calls").begin_array();
+  for (std::size_t j = 0; j < m.tool_calls.size(); ++j) {
+    const protocol::ToolCall& call = m.tool_calls[j];
+    auto arguments =
+        json_object_text(call.arguments, fmt::format("{}.tool_calls[{}].arguments", where, j));
+    if (!arguments) return arguments.error();
+    out.begin_object().key("function").begin_object().member("index", j);
+    out.member("name", call.name).key("arguments").raw(*arguments).end_object();
+    if (!call.id.empty()) out.member("id", call.id);
+    out.end_object();
+  }
+  out.end_array();
+  return {};
+}
+
+Result<void, Failure> write_message(JsonWriter& out, const protocol::Request& request,
+                                    std::size_t i, const ToolLinks& links) {
+  const protocol::Message& m = request.messages[i];
+  const std::string where = fmt::format("messages[{}]", i);
+  if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
+    return unknown_role(i, m.role);
+  }
+  if (auto images = check_images_only_in_user(m, i); !images) return images;
+  out.begin_object().member("role", m.role).member("content", m.content);
+  if (!m.images.empty()) {
+    if (auto images = write_images(out, m, where); !images) return images;
+  }
+  if (m.role == "assistant") {
+    if (!m.thinking.empty()) out.member("thinking", m.thinking);
+    if (!m.tool_calls.empty()) {
+      if (auto calls = write_tool_calls(out, m, where); !calls) return calls;
+    }
+  } else if (m.role == "tool") {
+    // Ollama matches a result to its call by function name, not id.
+    std::string_view name = m.tool_name;
+    if (name.empty()) name = links.name_for_call_id(i, m.tool_call_id);
+    if (!name.empty()) out.member("tool_name", name);
+  }
+  out.end_object();
+  return {};
+}
+
+Result<void, Failure> write_messages(JsonWriter& out, const protocol::Request& request) {
+  const ToolLinks links(request.messages);
+  out.key("messages").begin_array();
+  for (std::size_t i = 0; i < request.messages.size(); ++i) {
+    if (auto written = write_message(out, request, i, links); !written) return written;
+  }
+  out.end_array();
+  return {};
+}
+
+void write_options(JsonWriter& out, const protocol::Request& request,
+                   const ProviderConfig& provider, std::vector<std::string>& notes) {
+  const auto temperature = effective_temperature(request, provider);
+  if (!temperature && !request.top_p && request.stop.empty() && !request.max_tokens) return;
+  out.key("options").begin_object();
+  if (temperature) {
+    out.member("temperature",
+               clamp_temperature(*temperature, 0.0, 2.0, "request range 0–2", notes));
+  }
+  if (request.top_p) out.member("top_p", *request.top_p);
+  if (!request.stop.empty()) {
+    out.key("stop").begin_array();
+    for (const std::string& stop : request.stop) out.value(stop);
+    out.end_array();
+  }
+  if (request.max_tokens) out.member("num_predict", *request.max_tokens);
+  out.end_object();
+}
+
+// json_object -> "json", json_schema -> the schema itself.
+Result<void, Failure> write_format(JsonWriter& out, const protocol::Request& request) {
+  if (auto checked = check_response_format(request); !checked) return checked;
+  const std::string& format = request.response_format;
+  if (format == "json_object") {
+    out.member("format", "json");
+  } else if (format == "json_schema") {
+    auto schema = json_object_text(request.response_schema, "response_schema", false);
+    if (!schema) return schema.error();
+    out.key("format").raw(*schema);
+  }
+  return {};
+}
+
+// Ollama has no tool_choice: "none" is expressed by not offering the tools.
+Result<void, Failure> write_tools(JsonWriter& out, const protocol::Request& request,
+                                  std::vector<std::string>& notes) {
+  if (auto tools = check_tools(request); !tools) return tools;
+  if (auto choice = check_tool_choice(request); !choice) return choice;
+  if (request.tool_choice == "required" || request.tool_choice == "function") {
+    notes.push_back(
+        fmt::format("tool_choice {} not sent (ollama has no tool_choice)", request.tool_choice));
+  }
+  if (request.tool_choice == "none") return {};
+  return write_openai_style_tools(out, request);
+}
+
+// ---- response -------------------------------------------------------------------------------
 
 class OllamaDecoder final : public DecoderBase {
  public:
@@ -72,20 +178,20 @@ class OllamaDecoder final : public DecoderBase {
  protected:
   bool switch_to_whole_on_json() const override { return false; }
 
-  void feed_stream(std::string_view bytes, DecodeSink& sink) override {
-    parser_.feed(bytes, [&](std::string_view line) { on_line(line, sink); });
-    check_overflow(sink);
+  void feed_stream(std::string_view bytes, DecodeListener& listener) override {
+    parser_.feed(bytes, [&](std::string_view line) { on_line(line, listener); });
+    check_overflow(listener);
   }
 
-  void end_stream(DecodeSink& sink) override {
-    parser_.finish([&](std::string_view line) { on_line(line, sink); });
-    check_overflow(sink);
+  void end_stream(DecodeListener& listener) override {
+    parser_.finish([&](std::string_view line) { on_line(line, listener); });
+    check_overflow(listener);
   }
 
-  std::optional<Failure> decode_whole(const Json& body, DecodeSink& sink) override {
+  Result<void, Failure> decode_whole(const Json& body, DecodeListener& listener) override {
     if (body.contains("error")) return classify(extract_error(&body, {}));
-    decode_object(body, sink);
-    return std::nullopt;
+    decode_object(body, listener);
+    return {};
   }
 
   // {"error":"text"}
@@ -101,59 +207,64 @@ class OllamaDecoder final : public DecoderBase {
   }
 
  private:
-  void check_overflow(DecodeSink& sink) { fail_if_overflowed(parser_.overflowed(), "line", sink); }
+  void check_overflow(DecodeListener& listener) {
+    fail_if_overflowed(parser_.overflowed(), "line", listener);
+  }
 
-  void on_line(std::string_view line, DecodeSink& sink) {
+  void on_line(std::string_view line, DecodeListener& listener) {
     if (stopped()) return;
     const JsonValue* object = event_document().parse(line);
     if (object == nullptr || !object->is_object()) {
-      malformed(sink, "stream line is not a JSON object");
+      malformed(listener, "stream line is not a JSON object");
       return;
     }
     if (object->contains("error")) {
       // Rare: the error readers work on nlohmann's DOM.
-      const Json full = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      fail_stream(sink, classify(extract_error(&full, {})));
+      const Json full = parse_json(line);
+      fail_stream(listener, classify(extract_error(&full, {})));
       return;
     }
-    decode_object(*object, sink);
+    decode_object(*object, listener);
   }
 
   // A whole body (nlohmann Json) or a stream line (JsonValue).
   template <class JsonT>
-  void decode_object(const JsonT& object, DecodeSink& sink) {
+  void decode_object(const JsonT& object, DecodeListener& listener) {
     if (!metadata_sent_) {
       metadata_sent_ = true;
-      sink.on_metadata("", json_string(object, "model"),
-                       parse_rfc3339_unix_s(json_string(object, "created_at")));
+      listener.on_metadata("", json_string(object, "model"),
+                           parse_rfc3339_unix_s(json_string(object, "created_at")));
     }
-    if (const JsonT* message = json_object(object, "message")) {
-      if (auto thinking = json_string(*message, "thinking"); !thinking.empty()) {
-        sink.on_thinking(thinking);
-      }
-      if (auto content = json_string(*message, "content"); !content.empty()) {
-        sink.on_content(content);
-      }
-      if (const JsonT* calls = json_array(*message, "tool_calls")) {
-        for (const JsonT& call : *calls) decode_tool_call(call, sink);
-      }
-    }
+    if (const JsonT* message = json_object(object, "message")) decode_message(*message, listener);
     if (json_true(object, "done")) {
-      sink.on_usage(json_uint(object, "prompt_eval_count").value_or(0),
-                    json_uint(object, "eval_count").value_or(0));
+      listener.on_usage(json_uint(object, "prompt_eval_count").value_or(0),
+                        json_uint(object, "eval_count").value_or(0));
       const std::string_view raw = json_string(object, "done_reason");
       // Ollama ends a tool-calling turn with "stop"; the unified vocabulary says tool_calls.
       const std::string_view normalised = tool_calls_seen_ > 0 && (raw.empty() || raw == "stop")
                                               ? protocol::finish::tool_calls
                                               : normalise_finish_reason(raw);
-      sink.on_finish(normalised, raw);
-      sink.on_terminator();
+      listener.on_finish(normalised, raw);
+      listener.on_terminator();
+    }
+  }
+
+  template <class JsonT>
+  void decode_message(const JsonT& message, DecodeListener& listener) {
+    if (auto thinking = json_string(message, "thinking"); !thinking.empty()) {
+      listener.on_thinking(thinking);
+    }
+    if (auto content = json_string(message, "content"); !content.empty()) {
+      listener.on_content(content);
+    }
+    if (const JsonT* calls = json_array(message, "tool_calls")) {
+      for (const JsonT& call : *calls) decode_tool_call(call, listener);
     }
   }
 
   // Calls arrive whole, arguments as an object: one delta carries all of a call.
   template <class JsonT>
-  void decode_tool_call(const JsonT& call, DecodeSink& sink) {
+  void decode_tool_call(const JsonT& call, DecodeListener& listener) {
     const JsonT* function = json_object(call, "function");
     if (function == nullptr) return;
     protocol::ToolCallDelta delta;
@@ -166,7 +277,7 @@ class OllamaDecoder final : public DecoderBase {
       delta.arguments = std::move(*arguments);
     }
     if (delta.arguments.empty()) delta.arguments = "{}";
-    sink.on_tool_call(delta);
+    listener.on_tool_call(delta);
   }
 
   NdjsonParser parser_;
@@ -174,74 +285,41 @@ class OllamaDecoder final : public DecoderBase {
   uint32_t tool_calls_seen_ = 0;
 };
 
+// ---- adapter --------------------------------------------------------------------------------
+
 class OllamaAdapter final : public Adapter {
  public:
-  std::string_view type() const override { return "ollama"; }
+  const AdapterDescriptor& descriptor() const override { return kDescriptor; }
 
-  std::variant<BuiltRequest, Failure> build(const protocol::Request& request,
-                                            const std::string& model, bool stream,
-                                            const ProviderConfig& provider) const override {
-    if (auto failure = check_key(provider, /*required=*/false)) return *failure;
+  Result<BuiltRequest, Failure> build(const protocol::Request& request, const std::string& model,
+                                      bool stream, const ProviderConfig& provider) const override {
+    if (auto key = check_key(provider, kDescriptor.key_required); !key) return key.error();
     if (request.messages.empty()) return invalid_request("messages: empty");
     BuiltRequest built;
-    auto messages = build_messages(request);
-    if (auto* failure = std::get_if<Failure>(&messages)) return *failure;
+    JsonWriter out(estimate_request_body_bytes(request));
+    out.begin_object().member("model", model);
+    if (auto messages = write_messages(out, request); !messages) return messages.error();
     // stream is always explicit: Ollama streams when it is absent.
-    Json body = {
-        {"model", model}, {"messages", std::move(std::get<Json>(messages))}, {"stream", stream}};
-    Json options = Json::object();
-    if (auto temperature = effective_temperature(request, provider)) {
-      options["temperature"] =
-          clamp_temperature(*temperature, 0.0, 2.0, "request range 0–2", built.notes);
-    }
-    if (request.top_p) options["top_p"] = *request.top_p;
-    if (!request.stop.empty()) options["stop"] = request.stop;
-    if (request.max_tokens) options["num_predict"] = *request.max_tokens;
-    if (!options.empty()) body["options"] = std::move(options);
-    if (request.think) body["think"] = *request.think;
+    out.member("stream", stream);
+    write_options(out, request, provider, built.notes);
+    if (request.think) out.member("think", *request.think);
+    if (auto format = write_format(out, request); !format) return format.error();
+    if (auto tools = write_tools(out, request, built.notes); !tools) return tools.error();
+    out.end_object();
 
-    const std::string& format = request.response_format;
-    if (format == "json_object") {
-      body["format"] = "json";
-    } else if (format == "json_schema") {
-      auto schema = parse_json_object(request.response_schema, "response_schema", false);
-      if (auto* failure = std::get_if<Failure>(&schema)) return *failure;
-      body["format"] = std::move(std::get<Json>(schema));
-    } else if (!format.empty() && format != "text") {
-      return invalid_request(fmt::format(
-          "response_format: unknown value '{}' (expected text, json_object or json_schema)",
-          format));
-    }
-
-    auto tools = openai_style_tools(request);
-    if (auto* failure = std::get_if<Failure>(&tools)) return *failure;
-    auto tool_choice = openai_style_tool_choice(request);  // validates the value
-    if (auto* failure = std::get_if<Failure>(&tool_choice)) return *failure;
-    // Ollama has no tool_choice: "none" is expressed by not offering the tools.
-    if (request.tool_choice == "required" || request.tool_choice == "function") {
-      built.notes.push_back(
-          fmt::format("tool_choice {} not sent (ollama has no tool_choice)", request.tool_choice));
-    }
-    if (!std::get<Json>(tools).is_null() && request.tool_choice != "none") {
-      body["tools"] = std::move(std::get<Json>(tools));
-    }
-
-    built.http.method = "POST";
-    built.http.url = join_url(provider.base_url, "/api/chat");
-    built.http.headers.push_back({"Content-Type", "application/json"});
-    built.http.headers.push_back({"Accept", stream ? "application/x-ndjson" : "application/json"});
-    // Local servers take no key; ollama.com takes a Bearer key.
-    if (!provider.api_key.empty()) {
-      built.http.headers.push_back({"Authorization", "Bearer " + provider.api_key});
-    }
-    apply_extra_headers(built.http.headers, provider);
-    built.http.body = dump(body);
+    HttpHeaders headers;
+    if (!provider.api_key.empty())
+      headers.push_back({"Authorization", "Bearer " + provider.api_key});
+    built.http = json_post(join_url(provider.base_url, "/api/chat"),
+                           stream ? "application/x-ndjson" : "application/json", std::move(headers),
+                           provider, out.take());
     return built;
   }
 
-  std::unique_ptr<ResponseDecoder> make_decoder(bool stream, const ProviderConfig& provider,
+  std::unique_ptr<ResponseDecoder> make_decoder(const DecoderOptions& options,
+                                                const ProviderConfig& provider,
                                                 const Clock& clock) const override {
-    return std::make_unique<OllamaDecoder>(stream, provider, clock);
+    return std::make_unique<OllamaDecoder>(options, provider, clock);
   }
 };
 

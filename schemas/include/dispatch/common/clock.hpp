@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <random>
 
+#include "dispatch/common/random.hpp"
+
 namespace dispatch {
 
 // Every component that reasons about time takes a Clock so tests can drive time by hand.
@@ -47,7 +49,8 @@ class ManualClock final : public Clock {
   int64_t unix_base_ms_ = 1'700'000'000'000;
 };
 
-// Randomness is injected for the same reason: jitter must be reproducible in tests.
+// Randomness is injected for the same reason: jitter must be reproducible in tests. Not for
+// identifiers: those come from random_hex_id() (random.hpp).
 class Random {
  public:
   virtual ~Random() = default;
@@ -57,7 +60,7 @@ class Random {
 
 class DefaultRandom final : public Random {
  public:
-  DefaultRandom() : engine_(std::random_device{}()) {}
+  DefaultRandom() : engine_(secure_random_seed()) {}
   explicit DefaultRandom(uint64_t seed) : engine_(seed) {}
   double uniform() override { return std::uniform_real_distribution<double>(0.0, 1.0)(engine_); }
 

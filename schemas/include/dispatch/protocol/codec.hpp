@@ -6,8 +6,9 @@
 // Optional fields that are unset are omitted; empty strings / empty arrays may be omitted.
 // Decoding: unknown keys are ignored; a missing required key, a value of the wrong type, a
 // size over the limits, a declared count that the remaining bytes cannot hold, or trailing
-// bytes give a DecodeError. Decoding never throws and never allocates more than a small
-// multiple of the input size.
+// bytes give a DecodeError. Decoding never throws, and whatever the input it allocates at most
+// Limits::decode_ratio times the input's size plus Limits::decode_slack bytes (a message that
+// would need more fails `malformed`, "decoded size would exceed 8x its N bytes").
 
 #include <cstddef>
 #include <cstdint>
@@ -15,9 +16,8 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <variant>
 
+#include "dispatch/common/result.hpp"
 #include "dispatch/protocol/messages.hpp"
 #include "dispatch/protocol/types.hpp"
 
@@ -33,6 +33,12 @@ struct Limits {
   static constexpr std::size_t max_bin = 16u << 20;
   static constexpr std::size_t max_ext = 1u << 20;
   static constexpr std::size_t max_job_id = 128;
+  static constexpr std::size_t max_tenant = 128;  // Submit.tenant
+  // Memory one decode<T> may allocate: decode_ratio times the frame's size plus decode_slack,
+  // counted before allocating. Ordinary messages are text and take about their own size; the
+  // bound is for hostile ones (an array of empty maps decoding to a struct each).
+  static constexpr std::size_t decode_ratio = 8;
+  static constexpr std::size_t decode_slack = 64u << 10;
 };
 
 struct DecodeError {
@@ -53,21 +59,10 @@ struct DecodeError {
 std::string_view to_string(DecodeError::Code code) noexcept;
 std::optional<DecodeError::Code> decode_error_code_from_string(std::string_view name) noexcept;
 
+// What decoding returns: the value, or the DecodeError saying why not. The project's one
+// Result type (ok(), value(), error(), operator bool); the alias only names its use here.
 template <class T>
-class Decoded {
- public:
-  Decoded(T value) : v_(std::move(value)) {}            // NOLINT(google-explicit-constructor)
-  Decoded(DecodeError error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
-  bool ok() const noexcept { return v_.index() == 0; }
-  explicit operator bool() const noexcept { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  const DecodeError& error() const { return std::get<1>(v_); }
-
- private:
-  std::variant<T, DecodeError> v_;
-};
+using Decoded = dispatch::Result<T, DecodeError>;
 
 // encode(x) -> msgpack bytes of one map. decode<T>(bytes) -> T or DecodeError.
 std::string encode(const Request& v);
@@ -98,6 +93,8 @@ std::string encode(const Attempt& v);
 std::string encode(const ToolCallDelta& v);
 std::string encode(const ProviderCounters& v);
 std::string encode(const WorkerStatus& v);
+std::string encode(const ProviderHealth& v);
+std::string encode(const QuotaStatus& v);
 
 // The header of a `status` request: an empty msgpack map.
 inline constexpr std::string_view kEmptyMap{"\x80", 1};

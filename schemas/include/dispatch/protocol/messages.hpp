@@ -39,6 +39,7 @@ enum class Command : uint8_t {
   heartbeat,   // both ways on both sockets   header Heartbeat
   disconnect,  // worker <-> broker   header Disconnect
   status,      // client -> broker (empty map) and broker -> client (StatusReply)
+  provider_health,  // worker -> broker   header ProviderHealth (rate limits, circuit state)
 };
 
 std::string_view to_string(Command command) noexcept;
@@ -52,6 +53,13 @@ struct Submit {
   Priority priority = Priority::interactive;
   uint32_t queue_timeout_ms = 0;  // 0: broker default
   bool stream = false;            // the client wants chunk events
+  // The tenant a gateway submits for (1..kMaxTenant bytes; "" = none). Only identities the
+  // broker lists as gateways may set it; ownership, fairness and per-client bounds then apply
+  // per (gateway, tenant).
+  std::string tenant{};
+  // The Request's model, for limits keyed `provider/model` and shared provider health. Empty
+  // (an older client): only the provider's keys apply.
+  std::string model{};
 
   bool operator==(const Submit&) const = default;
 };
@@ -85,6 +93,10 @@ struct JobHeader {
   std::string job_id;
   uint32_t delivery = 1;
   bool stream = false;
+  // "provider/model" targets whose circuit the broker holds open for the whole fleet: the
+  // worker skips them without a call (attempt outcome circuit_open) and goes to the next
+  // target. Empty in the usual case.
+  std::vector<std::string> open_targets;
 
   bool operator==(const JobHeader&) const = default;
 };
@@ -155,6 +167,56 @@ struct Disconnect {
   bool operator==(const Disconnect&) const = default;
 };
 
+// worker -> broker: what a provider told one worker about its limits, or a change of that
+// worker's circuit breaker for a target, so that the broker acts for the whole fleet.
+// `kind` (a string so that newer kinds pass an older broker, which ignores them):
+//   rate_limited    a 429 or a provider's rate-limit error: pause provider/model for
+//                   retry_after_ms (the broker's default when absent)
+//   quota           remaining-quota headers of an answer (rate-limited at the worker)
+//   circuit_open    the worker's breaker opened: open for everyone for cooldown_ms
+//   circuit_closed  the worker's breaker closed after a successful probe
+struct ProviderHealth {
+  std::string provider;
+  std::string model{};
+  std::string kind;
+  std::optional<uint64_t> retry_after_ms;
+  std::optional<uint64_t> limit_requests;
+  std::optional<uint64_t> remaining_requests;
+  std::optional<uint64_t> reset_requests_ms;
+  std::optional<uint64_t> limit_tokens;
+  std::optional<uint64_t> remaining_tokens;
+  std::optional<uint64_t> reset_tokens_ms;
+  uint64_t cooldown_ms = 0;
+
+  bool operator==(const ProviderHealth&) const = default;
+};
+
+namespace health_kind {
+inline constexpr std::string_view rate_limited = "rate_limited";
+inline constexpr std::string_view quota = "quota";
+inline constexpr std::string_view circuit_open = "circuit_open";
+inline constexpr std::string_view circuit_closed = "circuit_closed";
+}  // namespace health_kind
+
+// One quota key (`provider` or `provider/model`) in StatusReply: its limits, its use, what
+// waits for it, and the fleet-wide pause and breaker state the broker holds for it.
+struct QuotaStatus {
+  std::string key;
+  std::optional<double> rpm;
+  std::optional<double> tpm;
+  std::optional<uint32_t> concurrency;
+  uint64_t requests_last_minute = 0;
+  uint64_t tokens_last_minute = 0;
+  uint32_t running = 0;
+  uint64_t waiting = 0;
+  std::optional<uint64_t> paused_ms;  // time left of a pause from provider feedback
+  std::string paused_reason;
+  std::string breaker;                 // "" (closed) | open | half_open
+  std::optional<uint64_t> breaker_ms;  // open: time left of the cooldown
+
+  bool operator==(const QuotaStatus&) const = default;
+};
+
 struct ProviderCounters {
   uint64_t submitted = 0;
   uint64_t succeeded = 0;
@@ -180,6 +242,18 @@ struct WorkerStatus {
   bool operator==(const WorkerStatus&) const = default;
 };
 
+// One client's jobs at the broker (StatusReply.clients): what it has now and since the start.
+struct ClientCounters {
+  uint64_t queued = 0;     // waiting for a worker now
+  uint64_t running = 0;    // at workers now
+  uint64_t submitted = 0;  // accepted
+  uint64_t succeeded = 0;  // ended with a result
+  uint64_t failed = 0;     // ended with an error (the worker's or the broker's)
+  uint64_t rejected = 0;   // submits refused, and accepted jobs rejected at a drain
+
+  bool operator==(const ClientCounters&) const = default;
+};
+
 struct StatusReply {
   std::string broker_id;
   uint64_t uptime_ms = 0;
@@ -189,6 +263,27 @@ struct StatusReply {
   uint64_t finished_kept = 0;  // results kept for deduplication
   std::vector<WorkerStatus> workers;
   std::map<std::string, ProviderCounters> providers;
+  // Request payload bytes the broker holds for queued and running jobs, and their bound.
+  uint64_t payload_bytes = 0;
+  uint64_t payload_bytes_limit = 0;
+  // Submits the broker refused, by Rejected.code ("queue_full", "queue_bytes", "client_jobs",
+  // "client_bytes", "draining"), since it started.
+  std::map<std::string, uint64_t> rejected{};
+  // Jobs the broker itself ended with `error`, by Error.code ("queue_deadline",
+  // "unknown_provider", "running_deadline", "redelivery_limit", ...), since it started.
+  std::map<std::string, uint64_t> broker_errors{};
+  // Connected workers. Every asker gets this; `workers` (the details) only identities with the
+  // admin role (everyone when the broker runs without CURVE).
+  uint64_t worker_count = 0;
+  // The asking identity's display name as the broker knows it ("" without CURVE).
+  std::string identity{};
+  // Per client identity ("NAME", or "NAME/TENANT" for a gateway's tenant; "/TENANT" without
+  // CURVE): an admin sees every one, any other identity only its own.
+  std::map<std::string, ClientCounters> clients{};
+  // The broker runs without CURVE on an endpoint other hosts can reach (--insecure).
+  bool insecure = false;
+  // Per quota key (configured limits, paused or open keys), sorted by key.
+  std::vector<QuotaStatus> quotas{};
 
   bool operator==(const StatusReply&) const = default;
 };

@@ -59,8 +59,8 @@ struct ToolCall {
 struct Message {
   std::string role;  // system | user | assistant | tool
   std::string content;
-  std::string thinking;             // assistant reasoning text, when a provider returns it
-  std::vector<std::string> images;  // base64 (a data: URL prefix is accepted and stripped)
+  std::string thinking;              // assistant reasoning text, when a provider returns it
+  std::vector<std::string> images;   // base64 (a data: URL prefix is accepted and stripped)
   std::vector<ToolCall> tool_calls;  // assistant messages
   std::string tool_call_id;          // tool messages: the call this result answers
   std::string tool_name;             // tool messages: the function name (Ollama keys on it)
@@ -98,11 +98,11 @@ struct Request {
   // Present and empty: no fallback at all.
   std::optional<std::vector<Target>> fallbacks;
   std::vector<Tool> tools;
-  std::string tool_choice;           // "" | auto | none | required | function
-  std::string tool_choice_function;  // the function's name when tool_choice == "function"
-  std::string response_format;       // "" | text | json_object | json_schema
-  std::string response_schema;       // JSON Schema text for json_schema
-  std::optional<bool> think;         // ask for reasoning / thinking output
+  std::string tool_choice;                  // "" | auto | none | required | function
+  std::string tool_choice_function;         // the function's name when tool_choice == "function"
+  std::string response_format;              // "" | text | json_object | json_schema
+  std::string response_schema;              // JSON Schema text for json_schema
+  std::optional<bool> think;                // ask for reasoning / thinking output
   std::optional<uint32_t> thinking_budget;  // tokens, where the provider takes a budget
   std::map<std::string, std::string> metadata;  // opaque to us, echoed nowhere provider-side
 
@@ -140,11 +140,11 @@ struct Response {
   std::vector<ToolCall> tool_calls;
   std::string provider;  // the target that actually answered
   std::string model;
-  Usage usage;  // of the answering attempt only
-  std::string finish_reason;      // normalised
-  std::string raw_finish_reason;  // as the provider said it
-  std::string request_id;         // the provider's request / response id
-  int64_t created_at = 0;         // Unix seconds
+  Usage usage;                     // of the answering attempt only
+  std::string finish_reason;       // normalised
+  std::string raw_finish_reason;   // as the provider said it
+  std::string request_id;          // the provider's request / response id
+  int64_t created_at = 0;          // Unix seconds
   uint64_t total_duration_ns = 0;  // worker took the job -> answer complete
   std::vector<Attempt> attempts;
   uint32_t skipped_events = 0;  // malformed stream events skipped in the answering attempt

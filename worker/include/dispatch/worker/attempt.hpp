@@ -34,13 +34,14 @@ struct AttemptOutput {
   std::string model;  // as the provider reported it ("" = not reported)
   int64_t created_at = 0;
   uint32_t skipped_events = 0;
-  bool saw_terminator = false;    // [DONE] / message_stop / done:true / final DashScope event
+  bool saw_terminator = false;     // [DONE] / message_stop / done:true / final DashScope event
   std::vector<std::string> notes;  // from the adapter (e.g. temperature clamped)
+  RateLimitHeaders limits;         // the answer's remaining-quota headers, when it had any
 };
 
-class AttemptEvents {
+class AttemptListener {
  public:
-  virtual ~AttemptEvents() = default;
+  virtual ~AttemptListener() = default;
   // Any bytes of the response body arrived (keeps the idle timer honest for pings).
   virtual void on_activity() = 0;
   // An incremental piece of the answer (content / thinking / tool-call delta). job_id and seq
@@ -59,7 +60,7 @@ class AttemptLauncher {
   virtual ~AttemptLauncher() = default;
   // Events arrive later on the loop thread, never from inside start(). A request that cannot be
   // built is reported through on_failed asynchronously as well.
-  virtual AttemptHandle start(const AttemptSpec& spec, AttemptEvents& events) = 0;
+  virtual AttemptHandle start(const AttemptSpec& spec, AttemptListener& listener) = 0;
   // Stops the attempt at once; no event follows. Unknown handles are ignored.
   virtual void abort(AttemptHandle handle) = 0;
 };

@@ -1,6 +1,6 @@
 #pragma once
 
-// Worker configuration: YAML file (see README "Configuration") + environment overrides.
+// Worker configuration: YAML file + environment overrides (README.md, "Worker configuration").
 
 #include <cstdint>
 #include <map>
@@ -35,8 +35,8 @@ struct PolicySettings {
 
 struct ProviderConfig {
   std::string name;  // the provider name requests use ("ollama", "ali", "openai", "claude", ...)
-  std::string type;  // ollama | openai | openai-compatible | dashscope | anthropic
-  std::string base_url;     // as the official SDK takes it (see DESIGN.md)
+  std::string type;  // a registered adapter's type: ollama | openai | openai-compatible | ...
+  std::string base_url;     // as the official SDK takes it (docs/providers.md, "Base URLs")
   std::string api_key_env;  // variable the key came from (for messages; never the key)
   std::string api_key;      // resolved; never logged or echoed
   HttpHeaders extra_headers;
@@ -49,9 +49,24 @@ struct ProviderConfig {
   std::optional<double> temperature = 0.7;
   bool stream_upstream = true;  // false: ask for whole responses even for streamed jobs
   PolicySettings policy;        // defaults with this provider's overrides applied
+
+  // What no message may carry: the API key and every `headers` value. Provider error messages,
+  // transport errors - and so attempt records, logs, status and batch output - are scrubbed of
+  // them (scrub_secrets in error_classifier.hpp).
+  std::vector<std::string> secrets() const;
+};
+
+// `broker:` — how this worker reaches the broker. The command line and the environment win
+// over each key (dispatch-worker --broker, --broker-key / DISPATCH_BROKER_KEY, --curve-secret /
+// DISPATCH_CURVE_SECRET). load_config makes relative key paths relative to the config file.
+struct BrokerSettings {
+  std::string endpoint;         // broker.endpoint: the broker's backend; empty: not set
+  std::string public_key_file;  // broker.public_key_file: the broker's NAME.key
+  std::string secret_key_file;  // broker.secret_key_file: this worker's NAME.key_secret (0600)
 };
 
 struct WorkerConfig {
+  BrokerSettings broker;
   std::optional<double> temperature = 0.7;  // default sent when the request has none; null: none
   bool enable_fallback = true;
   std::vector<protocol::Target> fallbacks;      // default chain (explicit provider/model pairs)
@@ -59,6 +74,13 @@ struct WorkerConfig {
   PolicySettings defaults;
   std::map<std::string, ProviderConfig> providers;  // keyed by name
   uint32_t concurrency = 1000;  // `worker.concurrency`: jobs in flight per worker process
+  // `worker.max_request_bytes`: a job whose provider request body would be larger (by
+  // estimate_request_body_bytes) is refused invalid_request / request_too_large.
+  uint32_t max_request_bytes = 32u << 20;
+  // `worker.max_response_bytes`: the most answer text (content + thinking + tool calls) an
+  // attempt may accumulate, and the largest non-streamed body it may buffer; over it the attempt
+  // fails invalid_request / response_too_large.
+  uint32_t max_response_bytes = 8u << 20;
 
   const ProviderConfig* provider(const std::string& name) const {
     auto it = providers.find(name);

@@ -12,8 +12,11 @@
 
 namespace dispatch::worker {
 
-// Bit flags for fd interest and readiness.
-enum FdEvents : uint32_t { kReadable = 1u, kWritable = 2u, kError = 4u };
+// Bit flags for fd interest and readiness, or-ed together (constants rather than an enum, whose
+// values would not combine without casts).
+inline constexpr uint32_t kReadable = 1u;
+inline constexpr uint32_t kWritable = 2u;
+inline constexpr uint32_t kError = 4u;
 
 class EventLoop final : public Scheduler {
  public:

@@ -16,9 +16,9 @@ namespace dispatch::worker {
 
 // Receives one transfer's progress. Callbacks run on the loop thread, never re-entrantly from
 // HttpEngine::start().
-class HttpHandler {
+class TransferListener {
  public:
-  virtual ~HttpHandler() = default;
+  virtual ~TransferListener() = default;
   // Status line and all headers of the final response have arrived (1xx are skipped).
   virtual void on_response_start(int status, const HttpHeaders& headers) = 0;
   virtual void on_body(std::string_view bytes) = 0;
@@ -42,8 +42,8 @@ class HttpEngine {
   HttpEngine(const HttpEngine&) = delete;
   HttpEngine& operator=(const HttpEngine&) = delete;
 
-  // The handler must outlive the transfer (until on_complete or cancel).
-  TransferId start(HttpRequest request, const TransferOptions& options, HttpHandler& handler);
+  // The listener must outlive the transfer (until on_complete or cancel).
+  TransferId start(HttpRequest request, const TransferOptions& options, TransferListener& listener);
   // Aborts at once; no callback follows. Safe to call from inside this transfer's callbacks.
   // Unknown or finished ids are ignored.
   void cancel(TransferId id);

@@ -22,16 +22,16 @@ struct SseEvent {
 // ignored; a trailing event without its blank line is not dispatched (the stream was cut).
 class SseParser {
  public:
-  using Handler = std::function<void(const SseEvent&)>;
+  using EventCallback = std::function<void(const SseEvent&)>;
   explicit SseParser(std::size_t max_event_bytes = 8u << 20) : max_event_bytes_(max_event_bytes) {}
   // Returns false once an event or line exceeds the bound; the parser then ignores input.
-  bool feed(std::string_view bytes, const Handler& on_event);
+  bool feed(std::string_view bytes, const EventCallback& on_event);
   bool overflowed() const { return overflowed_; }
   // True when bytes of an undispatched event are buffered (a cut stream).
   bool has_partial_event() const;
 
  private:
-  void process_line(std::string_view line, const Handler& on_event);
+  void process_line(std::string_view line, const EventCallback& on_event);
   std::size_t max_event_bytes_;
   std::string line_;
   SseEvent pending_;
@@ -44,11 +44,11 @@ class SseParser {
 // Newline-delimited JSON (Ollama): one value per '\n'-terminated line; blank lines skipped.
 class NdjsonParser {
  public:
-  using Handler = std::function<void(std::string_view line)>;
+  using LineCallback = std::function<void(std::string_view line)>;
   explicit NdjsonParser(std::size_t max_line_bytes = 8u << 20) : max_line_bytes_(max_line_bytes) {}
-  bool feed(std::string_view bytes, const Handler& on_line);
+  bool feed(std::string_view bytes, const LineCallback& on_line);
   // A last line without '\n' at end of body (Ollama ends its stream with one): deliver it.
-  void finish(const Handler& on_line);
+  void finish(const LineCallback& on_line);
   bool overflowed() const { return overflowed_; }
 
  private:

@@ -10,6 +10,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -17,8 +18,10 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "dispatch/broker/quota.hpp"
 #include "dispatch/broker/transport.hpp"
 #include "dispatch/common/clock.hpp"
+#include "dispatch/protocol/messages.hpp"
 #include "dispatch/protocol/types.hpp"
 
 namespace dispatch::broker::detail {
@@ -39,6 +42,7 @@ struct Worker;
 struct ProviderState;
 struct ClientFifo;
 class ClassQueue;
+class ProviderQueue;
 
 // Intrusive doubly-linked list of jobs. A job is in at most one list at a time: a client's
 // FIFO or the urgent list of a priority class (queued), a worker's in-flight list (running), or
@@ -65,14 +69,64 @@ class JobList {
 
 enum class JobState : uint8_t { queued, running, finished };
 
+// Who a per-client bound is charged to, and whose jobs take turns against other clients' jobs
+// in a priority class: the connection (frontend routing id) without CURVE, the identity (public
+// key) with it; then a NUL and the tenant when a gateway names one. See
+// BrokerCore::client_key_of().
+struct ClientKey {
+  std::string id;
+
+  bool operator==(const ClientKey&) const = default;
+};
+
+// Who a job belongs to: only its owner's resubmits are deduplicated onto it, only its owner's
+// identity may cancel it. `key` is the submitter's public key with CURVE and "" without (job ids
+// are then one namespace); `tenant` is the one a gateway named ("" for none).
+struct Owner {
+  std::string key;
+  std::string tenant;
+
+  bool operator==(const Owner&) const = default;
+};
+
+// Status counters of one owner (StatusReply.clients).
+struct OwnerStats {
+  std::string key;    // the owner's public key: a non-admin sees the entries of its own key
+  std::string label;  // NAME, NAME/TENANT, or /TENANT without CURVE
+  protocol::ClientCounters counts;
+};
+
+// What one client has waiting in the queue, for the per-client bounds.
+struct ClientUsage {
+  std::size_t jobs = 0;
+  std::size_t bytes = 0;
+};
+
 struct Job {
   std::string id;
   std::string client_route;  // where answers go; a resubmit from another route moves it
-  std::string provider;      // routing key (submit.provider)
+  ClientKey client;          // who submitted it: charged for it while it waits
+  Owner owner;               // whose job it is (dedup, cancel)
+  protocol::ClientCounters* counts = nullptr;  // its owner's status counters, if counted
+  std::string provider;                        // routing key (submit.provider)
+  std::string model;  // submit.model: narrows quota and health keys ("" = provider only)
   protocol::Priority priority = protocol::Priority::interactive;
   bool stream = false;
-  std::chrono::milliseconds queue_timeout{0};
-  zmq::message_t request;  // the Request payload, kept for redelivery; freed when finished
+  std::chrono::milliseconds queue_timeout{0};  // clamped to the broker's ceiling
+  // Its total deadline at a worker: Request.timeout_ms, or the broker's default when absent.
+  std::chrono::milliseconds run_timeout{0};
+  zmq::message_t request;         // the Request payload, kept for redelivery; freed when finished
+  std::size_t payload_bytes = 0;  // request.size(), counted against the byte bounds while held
+  // The Request lists fallbacks: when its first target's circuit is open for the fleet it goes
+  // to a worker anyway, which skips that target (JobHeader.open_targets).
+  bool has_fallbacks = false;
+  std::optional<uint64_t> tokens;  // the quota estimate, computed when first needed
+
+  // Quotas while running: what it reserved, the usage of its answer when the answer came from
+  // its own target (settles the reservation), whether it is the fleet's half-open probe.
+  QuotaBook::Ticket ticket;
+  std::optional<uint64_t> used_tokens;
+  bool probe = false;
 
   JobState state = JobState::queued;
   uint32_t delivery = 0;     // deliveries so far; the current one while running
@@ -86,12 +140,21 @@ struct Job {
   ClientFifo* fifo = nullptr;  // queued in a client FIFO
   ClassQueue* queued_in = nullptr;
   ProviderState* queued_provider = nullptr;
+  ProviderQueue* lane = nullptr;  // the provider's main queue or one of its model lanes
 
-  bool has_deadline = false;
+  bool has_deadline = false;  // queued: its queue deadline (or unknown-provider grace) is armed
   std::multimap<Clock::time_point, Job*>::iterator deadline;
+  Clock::time_point queued_at{};  // the last (re)queueing: the queue deadline counts from here
 
-  Worker* worker = nullptr;        // running
-  bool client_saw_chunks = false;  // since the last reset: a redelivery must reset the client
+  Worker* worker = nullptr;  // running
+  // Running: its deadline at the worker (run_timeout + grace), then the grace for the answer to
+  // the cancel sent at that deadline.
+  bool has_run_deadline = false;
+  std::multimap<Clock::time_point, Job*>::iterator run_deadline;
+  bool overdue = false;  // the running deadline passed and the worker was told to cancel
+  // The client may hold text of this job (a chunk or a reset was relayed): a redelivery, which
+  // starts again at seq 0, must first tell it to start over.
+  bool client_saw_stream = false;
   bool cancel_requested = false;
 
   Frames final_frames;  // result / error as sent to the client, replayed to resubmits
@@ -171,6 +234,9 @@ struct LoadKeyLess {
 struct Worker {
   std::string route;
   std::string worker_id;
+  // The identity that registered it (public key; "" without CURVE): only that identity may use
+  // its worker id, so another one cannot take over its jobs by reusing the id.
+  std::string identity_key;
   std::string host;
   std::string version;
   uint32_t pid = 0;
@@ -193,6 +259,12 @@ struct Worker {
 struct ProviderState {
   std::string name;
   ProviderQueue queue;
+  // Jobs that reached the head of `queue` while their model's own key (a provider/model limit,
+  // pause or open circuit) held them, by model: they wait here so that other models' jobs
+  // behind them can go. A lane exists while it holds jobs; new jobs of its model join it.
+  StringMap<std::unique_ptr<ProviderQueue>> lanes;
+  // When a job held by quota may go (max(): no wake-up armed; a job's end will tell).
+  Clock::time_point wake_at = Clock::time_point::max();
   std::set<LoadKey, LoadKeyLess> available;  // workers with a free slot serving this provider
   uint32_t serving = 0;                      // connected workers (ready or draining)
 };

@@ -19,9 +19,9 @@
 #include <string>
 #include <string_view>
 #include <unordered_set>
-#include <variant>
 
 #include "dispatch/client.hpp"
+#include "dispatch/common/result.hpp"
 #include "dispatch/protocol/types.hpp"
 
 namespace dispatch::cli {
@@ -37,21 +37,15 @@ struct LineProblem {
   std::string reason;
 };
 
-// Parses and validates one non-blank input line (duplicates are the runner's business).
-std::variant<BatchItem, LineProblem> parse_batch_line(std::string_view line,
-                                                      std::size_t line_number);
-
-// The OpenAI chat body -> our request. Besides the OpenAI fields it takes three extensions:
-// "timeout_ms", "retry_count" and "fallbacks" (an array of "provider/model").
-std::variant<protocol::Request, LineProblem> request_from_openai_body(const nlohmann::json& body);
+// Parses and validates one non-blank input line (duplicates are the runner's business). The
+// body is read by dispatch::formats::request_from_openai_body (client/formats).
+Result<BatchItem, LineProblem> parse_batch_line(std::string_view line, std::size_t line_number);
 
 // Output lines, each ending in '\n'.
 std::string format_success_line(std::size_t line_number, const std::string& custom_id,
                                 const DispatchResponse& response);
 std::string format_error_line(std::size_t line_number, const std::string& custom_id,
                               const DispatchError& error, const std::string& job_id = {});
-// The chat.completion object of a batch response body.
-nlohmann::json chat_completion_body(const DispatchResponse& response);
 
 // What an existing output file already holds.
 struct ResumeState {

@@ -10,5 +10,8 @@ inline constexpr int failed = 1;
 inline constexpr int usage = 2;               // bad arguments, unreadable input file
 inline constexpr int broker_unreachable = 3;  // no broker acknowledged / answered in time
 inline constexpr int output_locked = 4;       // batch: another run holds the output file
+// The broker refused the connection: our key is not allowed, the wrong broker key, or CURVE on
+// one side only (the message says which).
+inline constexpr int refused = 5;
 
 }  // namespace dispatch::cli::exit_code

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "dispatch/errors.hpp"
+#include "dispatch/formats/json_text.hpp"
 #include "dispatch/protocol/messages.hpp"
 #include "dispatch/response.hpp"
 
@@ -21,12 +22,13 @@ nlohmann::json error_to_json(const DispatchError& error);
 // {"event":"gap","expected_seq","seq"}
 nlohmann::json event_to_json(const StreamEvent& event);
 nlohmann::json attempt_to_json(const Attempt& attempt);
-nlohmann::json usage_to_json(const Usage& usage);
-nlohmann::json tool_calls_to_openai(const std::vector<protocol::ToolCall>& calls);
 nlohmann::json status_to_json(const protocol::StatusReply& status);
 
-// One line of text: compact, invalid UTF-8 replaced (never throws on odd provider output).
-std::string dump_line(const nlohmann::json& value);
+// Shared with the HTTP formats (client/formats): usage and tool-call objects, and dump_line —
+// one line of text, compact, invalid UTF-8 replaced (never throws on odd provider output).
+using formats::dump_line;
+using formats::tool_calls_to_openai;
+using formats::usage_to_json;
 
 // The human table `dispatch status` prints.
 std::string format_status_table(const protocol::StatusReply& status);

@@ -18,7 +18,8 @@ enum class ErrorKind {
   conflict,
   request_too_large,
   unprocessable,
-  rate_limited,
+  rate_limited,         // too many requests
+  rate_limited_tokens,  // too many tokens (--limit-tpm)
   internal,
   bad_gateway,
   unavailable,

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "dispatch/common/clock.hpp"
+#include "dispatch/fake_provider/quota.hpp"
 
 namespace dispatch::fake_provider {
 
@@ -25,6 +26,8 @@ struct ServerOptions {
   int64_t default_tokens = 8;  // completion tokens when no `tokens=N` directive
   std::string required_key;    // empty: any non-empty key is accepted
   bool quiet = false;          // no per-attempt log lines
+  // Per-API-key quotas (--limit-rpm / --limit-tpm); zero: unlimited.
+  QuotaLimits limits;
   // Bursts of thousands of connects must not overflow the accept queue (somaxconn is 4096).
   int backlog = 4096;
   size_t log_capacity = 200'000;             // attempt records kept for /_fake/log

@@ -4,9 +4,10 @@
 // blocks its siblings on the same provider.
 //
 // Only provider-health outcomes count: successes, and failures of kind network, timeout,
-// overloaded, server_error, rate_limited and stream_interrupted (is_health_failure). A 400, a
-// 401, a 404, a context-length or content-filter answer says nothing about the provider's
-// health and is not counted.
+// overloaded, server_error and stream_interrupted (is_health_failure). A 400, a 401, a 404, a
+// context-length or content-filter answer says nothing about the provider's health and is not
+// counted — and neither is a rate limit (429): that is the account's quota, which the broker
+// paces fleet-wide; opening the circuit on it would fail every later job fast.
 //
 //   closed     calls go through. Opens after `breaker_failures` consecutive failures, or when
 //              the failure rate over the last `breaker_window` outcomes reaches
@@ -46,6 +47,13 @@ std::string_view to_string(BreakerState state) noexcept;
 // Failure kinds that say something about a provider's health (and feed the breaker).
 bool is_health_failure(protocol::ErrorKind kind) noexcept;
 
+// What an outcome did to a circuit, so that the worker can tell the broker (shared health).
+struct BreakerChange {
+  enum class Kind : uint8_t { none, opened, closed };
+  Kind kind = Kind::none;
+  uint64_t cooldown_ms = 0;  // opened: for how long
+};
+
 struct BreakerStatus {
   std::string provider;
   std::string model;
@@ -76,13 +84,13 @@ class CircuitBreakers {
   // Whether admit() would let a call through now, without taking the probe slot.
   bool would_admit(std::string_view provider, std::string_view model) const;
 
-  void record_success(std::string_view provider, std::string_view model,
-                      const PolicySettings& settings, bool probe);
+  BreakerChange record_success(std::string_view provider, std::string_view model,
+                               const PolicySettings& settings, bool probe);
   // `retry_after_ms`: the failure's Retry-After, which lengthens the cooldown when this failure
   // opens the circuit.
-  void record_failure(std::string_view provider, std::string_view model,
-                      const PolicySettings& settings, std::optional<uint64_t> retry_after_ms,
-                      bool probe);
+  BreakerChange record_failure(std::string_view provider, std::string_view model,
+                               const PolicySettings& settings,
+                               std::optional<uint64_t> retry_after_ms, bool probe);
   void release_probe(std::string_view provider, std::string_view model);
 
   BreakerState state(std::string_view provider, std::string_view model) const;
@@ -114,8 +122,8 @@ class CircuitBreakers {
   BreakerState state_of(const Entry& entry) const;
   BreakerStatus status_of(const Entry& entry) const;
   void push_outcome(Entry& entry, const PolicySettings& settings, bool failure);
-  void open(Entry& entry, const PolicySettings& settings, std::optional<uint64_t> retry_after_ms,
-            std::string_view why);
+  BreakerChange open(Entry& entry, const PolicySettings& settings,
+                     std::optional<uint64_t> retry_after_ms, std::string_view why);
 
   const Clock& clock_;
   mutable std::mutex mutex_;

@@ -25,9 +25,10 @@
 //            and went silent. `timeout_ms` (request, else the primary provider's) is the whole
 //            job's deadline from start_job(): on expiry the job ends with timeout/"deadline".
 //            0 disables the first-token, idle or total timer.
-//  Streams   deltas become chunks (request.stream only), seq from 0. A failure before the first
-//            chunk reached the sink is retried / failed over invisibly. After it, another target
-//            is preferred (the same one only when none is left and retries remain), and the
+//  Streams   deltas become chunks (when start_job's send_chunks says so), seq from 0. A failure
+//  before the first
+//            chunk reached the listener is retried / failed over invisibly. After it, another
+//            target is preferred (the same one only when none is left and retries remain), and the
 //            answer restarts from scratch: on_reset{next_seq} first, then the new attempt's
 //            chunks. Every attempt gets the ORIGINAL request. An attempt that completes without
 //            finish reason and terminator is a stream_interrupted failure ("missing_terminator"),
@@ -35,32 +36,49 @@
 //  Breaker   per (provider, model), shared by all jobs (circuit_breaker.hpp): an open target is
 //            skipped without a call (attempt outcome "circuit_open"); when nothing usable is
 //            left the job fails fast with its last real failure, or overloaded/"circuit_open".
+//            A rate limit never counts against the circuit. Targets the broker lists as open
+//            for the fleet (JobContext::open_targets) are skipped the same way.
+//  Feedback  429s, remaining-quota headers and this worker's circuit changes go to
+//            JobContext::feedback (the runtime reports them to the broker).
 //  Result    Response / Error list every attempt and skipped target (Attempt records).
 //
 // Threading and lifetime: everything runs on the scheduler's (event loop's) thread.
-// start_job() calls neither the sink nor the launcher inline: the job starts on the loop's next
-// turn. The JobContext's members and `sink` must outlive the job (until it ended or the
+// start_job() calls neither the listener nor the launcher inline: the job starts on the loop's next
+// turn. The JobContext's members and `listener` must outlive the job (until it ended or the
 // JobRunner is destroyed); the config must not change while jobs run (targets point into it).
-// The sink may cancel or destroy the JobRunner from inside any of its callbacks.
+// The listener may cancel or destroy the JobRunner from inside any of its callbacks.
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dispatch/common/clock.hpp"
 #include "dispatch/protocol/types.hpp"
 #include "dispatch/worker/attempt.hpp"
 #include "dispatch/worker/config.hpp"
+#include "dispatch/worker/policy/circuit_breaker.hpp"
 #include "dispatch/worker/scheduler.hpp"
 
 namespace dispatch::worker {
 
-class CircuitBreakers;  // policy/circuit_breaker.hpp
+// Where a job's provider feedback goes: the runtime reports it to the broker, which acts for
+// the whole fleet (pauses a rate-limited target, shares an open circuit).
+class ProviderFeedback {
+ public:
+  virtual ~ProviderFeedback() = default;
+  // A rate-limit refusal (429, or a provider's rate-limit error) from `target`.
+  virtual void on_rate_limited(const protocol::Target& target, const Failure& failure) = 0;
+  // Remaining-quota headers of any other answer from `target`.
+  virtual void on_quota(const protocol::Target& target, const RateLimitHeaders& limits) = 0;
+  // This worker's circuit for `target` opened or closed.
+  virtual void on_circuit(const protocol::Target& target, const BreakerChange& change) = 0;
+};
 
 // Where a job's output goes (the runtime sends it to the broker).
-class JobSink {
+class JobListener {
  public:
-  virtual ~JobSink() = default;
+  virtual ~JobListener() = default;
   virtual void on_chunk(const protocol::Chunk& chunk) = 0;  // job_id and seq filled in
   virtual void on_reset(const protocol::StreamReset& reset) = 0;
   // Exactly one of on_result / on_error ends the job.
@@ -74,20 +92,26 @@ struct JobContext {
   CircuitBreakers& breakers;
   Random& random;
   const WorkerConfig& config;
+  ProviderFeedback* feedback = nullptr;  // optional
+  // "provider/model" targets the broker holds open for the fleet (JobHeader.open_targets).
+  std::vector<std::string> open_targets = {};
 };
 
 class JobRunner {
  public:
-  // Destroying a running job aborts its attempt and timers silently: no sink call follows.
+  // Destroying a running job aborts its attempt and timers silently: no listener call follows.
   virtual ~JobRunner() = default;
   // Aborts in-flight transfers and pending timers at once and ends the job with `cancelled`
   // (on_error is called from inside cancel()). A no-op once the job has ended.
   virtual void cancel() = 0;
 };
 
-// Starts the job; output goes to `sink` (which must outlive the job or until cancel()).
-// Chunk numbering starts at 0 for each delivery of the job.
+// Starts the job; output goes to `listener` (which must outlive the job or until cancel()).
+// `send_chunks`: the answer is also streamed as chunks (the job header's `stream`, which the
+// broker copies from Submit.stream; Request.stream is informational). Chunk numbering starts
+// at 0 for each delivery of the job.
 std::unique_ptr<JobRunner> start_job(JobContext context, std::string job_id,
-                                     protocol::Request request, JobSink& sink);
+                                     protocol::Request request, bool send_chunks,
+                                     JobListener& listener);
 
 }  // namespace dispatch::worker

@@ -46,7 +46,7 @@ class ProviderAttemptLauncher final : public AttemptLauncher {
   ProviderAttemptLauncher(const ProviderAttemptLauncher&) = delete;
   ProviderAttemptLauncher& operator=(const ProviderAttemptLauncher&) = delete;
 
-  AttemptHandle start(const AttemptSpec& spec, AttemptEvents& events) override;
+  AttemptHandle start(const AttemptSpec& spec, AttemptListener& listener) override;
   void abort(AttemptHandle handle) override;
 
   // Attempts not yet ended, the queued ones included.
