@@ -87,6 +87,10 @@ detail::Job* BrokerCore::next_admissible(ProviderState& state) {
   Clock::time_point wake = Clock::time_point::max();
   Job* best = nullptr;
   while (Job* head = state.queue.peek()) {
+    if (joins_lane(state, *head)) {
+      park(state, *head);
+      continue;
+    }
     const JobGate gate = gate_of(*head);
     if (gate.allowed) {
       best = head;
@@ -103,6 +107,14 @@ detail::Job* BrokerCore::next_admissible(ProviderState& state) {
   best = best_in_lanes(state, best, wake);
   arm_wake(state, best == nullptr ? wake : Clock::time_point::max());
   return best;
+}
+
+bool BrokerCore::joins_lane(const ProviderState& state, const Job& job) const {
+  // A job of a model already held by its own key waits in that model's lane, in priority
+  // order, like the model's new jobs (see enqueue): one queued before the lane existed must not
+  // overtake the lane's head, or small batch reservations keep taking the room a larger
+  // interactive one waits for, and starve it.
+  return !job.model.empty() && !job.has_fallbacks && state.lanes.contains(job.model);
 }
 
 detail::Job* BrokerCore::best_in_lanes(ProviderState& state, Job* best, Clock::time_point& wake) {

@@ -193,6 +193,28 @@ TEST_F(QuotaCoreTest, TokensAreReservedAndSettledByTheAnswersUsage) {
   EXPECT_EQ(take_job_ids(), (std::vector<std::string>{"j2"}));
 }
 
+TEST_F(QuotaCoreTest, AnInteractiveJobHeldByItsModelIsNotOvertakenBySmallerBatchJobs) {
+  // An interactive job reserving more than the model's token burst waits for a full bucket; the
+  // batch jobs of the same model queued before it must wait behind it, or their small
+  // reservations keep the bucket from ever filling and starve it (issue 15's token-bound run).
+  make_with("limits: {openai/m: {tpm: 12000, token_burst: 600}}");
+  ready("w1", "w1", 1);
+  for (int i = 0; i < 6; ++i) {
+    submit_model("c", "b" + std::to_string(i), "m", Priority::batch, 100);
+  }
+  EXPECT_EQ(take_job_ids(), (std::vector<std::string>{"b0"}));
+  submit_model("c2", "i0", "m", Priority::interactive, 1000);  // ~1,015: over the burst
+  // b0 ends: the worker has room again, and the bucket has enough for b1, not for i0.
+  result("w1", "b0", 1, answer_of("m", 60, 40));
+  EXPECT_TRUE(take_job_ids().empty()) << "a batch job overtook the waiting interactive one";
+  // Full again within half a second (190 tokens per second): i0 goes first, then the batch.
+  run_timers_until(clock_.now() + 1s);
+  EXPECT_EQ(take_job_ids(), (std::vector<std::string>{"i0"}));
+  result("w1", "i0", 1, answer_of("m", 10, 10));
+  run_timers_until(clock_.now() + 1s);
+  EXPECT_EQ(take_job_ids(), (std::vector<std::string>{"b1"}));
+}
+
 TEST_F(QuotaCoreTest, ARateLimitReportedByOneWorkerPausesEveryWorker) {
   ready("w1", "w1", 1);
   ready("w2", "w2", 1);

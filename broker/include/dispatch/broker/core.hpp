@@ -197,6 +197,7 @@ class BrokerCore {
   // the provider's wake-up is armed for the earliest time one might.
   Job* next_admissible(ProviderState& state);
   Job* best_in_lanes(ProviderState& state, Job* best, Clock::time_point& wake);
+  bool joins_lane(const ProviderState& state, const Job& job) const;
   void park(ProviderState& state, Job& job);
   void arm_wake(ProviderState& state, Clock::time_point at);
   void wake_due(Clock::time_point now);
