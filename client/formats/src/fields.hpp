@@ -39,6 +39,22 @@ Result<std::vector<std::string>, RequestError> read_strings(const json& object,
 Result<const json*, RequestError> read_array(const json& object, std::string_view key,
                                              std::string_view path, std::size_t max);
 
+// Reads the optional array `key` of at most `max` elements, each with `read_one(element, path)`
+// (a Result<T, RequestError>), appending to `out`; the first failure is returned as it is.
+template <class T, class ReadOne>
+Result<void, RequestError> read_each(const json& object, std::string_view key, std::size_t max,
+                                     std::vector<T>& out, ReadOne read_one) {
+  auto array = read_array(object, key, "", max);
+  if (!array) return std::move(array).error();
+  if (*array == nullptr) return {};
+  for (std::size_t i = 0; i < (*array)->size(); ++i) {
+    auto one = read_one((**array)[i], path_index(key, i));
+    if (!one) return std::move(one).error();
+    out.push_back(std::move(*one));
+  }
+  return {};
+}
+
 // JSON text of a schema or an argument object, compact.
 std::string compact(const json& value);
 

@@ -222,15 +222,7 @@ Result<protocol::Tool, RequestError> read_tool(const json& tool, const std::stri
 }
 
 Result<void, RequestError> read_tools(const json& body, ChatRequest& chat) {
-  auto array = detail::read_array(body, "tools", "", kMaxTools);
-  if (!array) return std::move(array).error();
-  if (*array == nullptr) return {};
-  for (std::size_t i = 0; i < (*array)->size(); ++i) {
-    auto tool = read_tool((**array)[i], path_index("tools", i));
-    if (!tool) return std::move(tool).error();
-    chat.request.tools.push_back(std::move(*tool));
-  }
-  return {};
+  return detail::read_each(body, "tools", kMaxTools, chat.request.tools, read_tool);
 }
 
 Result<void, RequestError> read_tool_choice(const json& body, ChatRequest& chat) {

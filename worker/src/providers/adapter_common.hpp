@@ -128,6 +128,27 @@ const JsonValue* json_array(const JsonValue& object, std::string_view key);
 bool json_true(const JsonValue& object, std::string_view key);
 std::optional<std::string> json_text_or_dump(const JsonValue& object, std::string_view key);
 
+// OpenAI's `tool_calls` array of a message (whole answer) or a delta (stream), which
+// OpenAI-compatible servers and DashScope share: one ToolCallDelta per element, its `index`
+// defaulting to the position when a server leaves it out.
+template <class JsonT>
+void decode_openai_tool_calls(const JsonT& part, DecodeListener& listener) {
+  const JsonT* calls = json_array(part, "tool_calls");
+  if (calls == nullptr) return;
+  std::size_t position = 0;
+  for (const JsonT& call : *calls) {
+    protocol::ToolCallDelta delta;
+    delta.index = static_cast<uint32_t>(json_uint(call, "index").value_or(position));
+    delta.id = json_string(call, "id");
+    if (const JsonT* function = json_object(call, "function")) {
+      delta.name = json_string(*function, "name");
+      delta.arguments = json_string(*function, "arguments");
+    }
+    listener.on_tool_call(delta);
+    ++position;
+  }
+}
+
 // Unix seconds from RFC 3339 ("2024-05-01T12:00:00.123456789Z", "+02:00" offsets); 0 if bad.
 int64_t parse_rfc3339_unix_s(std::string_view text);
 

@@ -244,20 +244,7 @@ class DashScopeDecoder final : public DecoderBase {
     if (auto content = json_string(message, "content"); !content.empty()) {
       listener.on_content(content);
     }
-    const JsonT* calls = json_array(message, "tool_calls");
-    if (calls == nullptr) return;
-    std::size_t i = 0;
-    for (const JsonT& call : *calls) {
-      protocol::ToolCallDelta delta;
-      delta.index = static_cast<uint32_t>(json_uint(call, "index").value_or(i));
-      delta.id = json_string(call, "id");
-      if (const JsonT* function = json_object(call, "function")) {
-        delta.name = json_string(*function, "name");
-        delta.arguments = json_string(*function, "arguments");
-      }
-      listener.on_tool_call(delta);
-      ++i;
-    }
+    decode_openai_tool_calls(message, listener);
   }
 
   SseParser parser_;

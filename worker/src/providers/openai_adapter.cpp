@@ -253,20 +253,7 @@ class OpenAiDecoder final : public DecoderBase {
       listener.on_thinking(reasoning);
     }
     if (auto content = json_string(part, "content"); !content.empty()) listener.on_content(content);
-    const JsonT* calls = json_array(part, "tool_calls");
-    if (calls == nullptr) return;
-    std::size_t i = 0;
-    for (const JsonT& call : *calls) {
-      protocol::ToolCallDelta delta;
-      delta.index = static_cast<uint32_t>(json_uint(call, "index").value_or(i));
-      delta.id = json_string(call, "id");
-      if (const JsonT* function = json_object(call, "function")) {
-        delta.name = json_string(*function, "name");
-        delta.arguments = json_string(*function, "arguments");
-      }
-      listener.on_tool_call(delta);
-      ++i;
-    }
+    decode_openai_tool_calls(part, listener);
   }
 
   SseParser parser_;
