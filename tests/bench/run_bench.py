@@ -198,7 +198,8 @@ class Bench:
         seen = -1
         while time.monotonic() < deadline:
             reply = subprocess.run([self.binary("dispatch"), "status", "--broker", broker.frontend,
-                                    "--json", "--timeout-ms", "2000"],
+                                    "--json", "--timeout-ms", "2000",
+                                    *getattr(broker, "client_keys", [])],
                                    capture_output=True, text=True, timeout=10)
             if reply.returncode == 0:
                 seen = len(json.loads(reply.stdout).get("workers", []))
@@ -600,6 +601,77 @@ class Bench:
     # ------------------------------------------------------------------------------------------
     # Other engineers' benchmarks, included as they print
 
+    # ------------------------------------------------------------------------------------------
+    # Part 7: what CURVE costs (issue 12): one stack in plaintext and one with keys, alternated
+
+    def make_curve_keys(self):
+        """A broker certificate and one client (also admin, for `dispatch status`) and one
+        worker certificate, made by `dispatch keygen` as a user would."""
+        keys = os.path.join(self.out, "curve-keys")
+        if os.path.exists(os.path.join(keys, "broker.key")):
+            return keys
+        for role in ("clients", "workers", "admins"):
+            os.makedirs(os.path.join(keys, role), exist_ok=True)
+        for name in ("broker", "client", "worker"):
+            subprocess.run([self.binary("dispatch"), "keygen", os.path.join(keys, name)],
+                           check=True, capture_output=True, timeout=30)
+        for name, roles in (("client", ("clients", "admins")), ("worker", ("workers",))):
+            for role in roles:
+                shutil.copy(os.path.join(keys, f"{name}.key"), os.path.join(keys, role))
+        return keys
+
+    def start_stack(self, fake, secure):
+        broker_extra, worker_extra, client_keys = [], [], []
+        if secure:
+            keys = self.make_curve_keys()
+            broker_extra = ["--curve-secret", os.path.join(keys, "broker.key_secret"),
+                            "--allow-clients", os.path.join(keys, "clients"),
+                            "--allow-workers", os.path.join(keys, "workers"),
+                            "--allow-admins", os.path.join(keys, "admins")]
+            broker_key = ["--broker-key", os.path.join(keys, "broker.key")]
+            worker_extra = broker_key + ["--curve-secret", os.path.join(keys, "worker.key_secret")]
+            client_keys = broker_key + ["--curve-secret", os.path.join(keys, "client.key_secret")]
+        broker = self.start_broker(broker_extra)
+        broker.client_keys = client_keys
+        workers = self.start_workers(broker, fake, 1, 1000, extra=worker_extra)
+        return broker, workers[0]
+
+    def part_curve(self):
+        args = self.args
+        self.stage = "curve"
+        fake = self.start_fake()
+        stacks = {}
+        try:
+            for mode in ("plaintext", "curve"):
+                stacks[mode] = self.start_stack(fake, mode == "curve")
+            runs = {mode: {"saturation": [], "paced": []} for mode in stacks}
+            for rep in range(args.curve_reps):
+                # Alternated, and the order flipped each repetition, so that drift in the
+                # background load falls on both modes alike.
+                order = ("plaintext", "curve") if rep % 2 == 0 else ("curve", "plaintext")
+                for mode in order:
+                    broker, worker = stacks[mode]
+                    target = (self.dispatch_target(broker, args.model_instant) + broker.client_keys
+                              + ["--clients", str(args.sat_clients)])
+                    watch = {"fake": fake, "broker": broker, "worker": worker}
+                    jobs = args.curve_sat_jobs
+                    saturation = ["--concurrency", str(args.curve_concurrency), "--jobs", str(jobs),
+                                  "--warmup", str(jobs // 10), "--timeout-ms", "30000"]
+                    runs[mode]["saturation"].append(self.loadgen(
+                        f"curve-{mode}-saturation-r{rep}", target, saturation, watch, timeout_s=600))
+                    paced = ["--rate", str(args.curve_rate), "--duration-s", str(args.duration_s),
+                             "--warmup-s", str(args.warmup_s), "--timeout-ms", "10000",
+                             "--drain-ms", "15000", "--max-in-flight", "4000"]
+                    runs[mode]["paced"].append(self.loadgen(
+                        f"curve-{mode}-{args.curve_rate}-r{rep}", target, paced, watch,
+                        timeout_s=args.duration_s + args.warmup_s + 120))
+        finally:
+            for broker, worker in stacks.values():
+                worker.stop()
+                broker.stop()
+            fake.stop()
+        self.summary["curve"] = summarize_curve(runs, args)
+
     def part_fake_capacity(self):
         tool = os.path.join(self.args.build_dir, "tests", "fake_provider", "fake_provider_load")
         if not os.access(tool, os.X_OK):
@@ -738,6 +810,38 @@ def summarize_saturation(name, concurrency, reps):
             "processes": procs}
 
 
+def summarize_curve(runs, args):
+    modes = {}
+    for mode, r in runs.items():
+        sat, paced = r["saturation"], r["paced"]
+        modes[mode] = {
+            "jobs_per_s": median([x["results"]["achieved_rate"] for x in sat]),
+            "runs_jobs_per_s": [x["results"]["achieved_rate"] for x in sat],
+            "saturation_success": min(x["results"]["success_rate"] for x in sat),
+            "paced_success": min(x["results"]["success_rate"] for x in paced),
+            "paced_ms": {p: median([x["results"]["latency_ms"][p] for x in paced])
+                         for p in ("p50", "p99")},
+            "runs_paced_p50_ms": [x["results"]["latency_ms"]["p50"] for x in paced],
+            "cpu_us_per_job": {n: median([x["processes"]["processes"].get(n, {}).get("cpu_us_per_job")
+                                          for x in sat]) for n in ("broker", "worker", "loadgen")},
+            "load_avg": max(x["processes"]["load_avg_1m_start"] for x in sat + paced),
+        }
+    plain, curve = modes["plaintext"], modes["curve"]
+    # Per repetition, then the median: the two modes of one repetition ran back to back.
+    pairs = list(zip(runs["plaintext"]["saturation"], runs["curve"]["saturation"]))
+    ratios = [c["results"]["achieved_rate"] / p["results"]["achieved_rate"] for p, c in pairs]
+    pairs = list(zip(runs["plaintext"]["paced"], runs["curve"]["paced"]))
+    p50_deltas = [c["results"]["latency_ms"]["p50"] - p["results"]["latency_ms"]["p50"]
+                  for p, c in pairs]
+    p99_deltas = [c["results"]["latency_ms"]["p99"] - p["results"]["latency_ms"]["p99"]
+                  for p, c in pairs]
+    return {"reps": args.curve_reps, "concurrency": args.curve_concurrency,
+            "jobs": args.curve_sat_jobs, "rate": args.curve_rate, "model": args.model_instant,
+            "modes": modes, "throughput_ratio": median(ratios), "throughput_ratios": ratios,
+            "p50_added_ms": median(p50_deltas), "p50_added_runs_ms": p50_deltas,
+            "p99_added_ms": median(p99_deltas)}
+
+
 def summarize_concurrency(level, result, idle, hwm, stats):
     procs = result["processes"]["processes"]
     row = {"streams": level, "success_rate": result["results"]["success_rate"],
@@ -869,6 +973,35 @@ def md_saturation(s):
         out.append(f"| {r['target']} | {r['concurrency']} | **{r['jobs_per_s']:.0f}** ({runs}) | "
                    f"{pct(r['success_rate'])} | {fmt(r['latency_ms']['p50'])} / {fmt(r['latency_ms']['p99'])} | "
                    f"{cpu} | {cores} | {fmt(r['load_avg'], 1)} |")
+    return "\n".join(out)
+
+
+def md_curve(s):
+    out = [f"One fake provider (`{s['model']}`, instant), two stacks side by side — broker + one "
+           "worker in plaintext, and the same with CURVE on both broker sockets (keys from "
+           "`dispatch keygen`, clients and workers admitted by the ZAP handler) — driven "
+           f"alternately, {s['reps']} repetitions. Saturation: closed loop, {s['concurrency']} "
+           f"in flight, {s['jobs']:,} jobs; paced: {s['rate']:,} jobs/s open loop.", ""]
+    out.append("| mode | saturation jobs/s (runs) | CPU µs/job: broker · worker · loadgen | "
+               f"{s['rate']:,}/s p50 / p99 ms | success | max load |")
+    out.append("|---|---|---|---|---|---|")
+    for mode in ("plaintext", "curve"):
+        m = s["modes"][mode]
+        runs = ", ".join(f"{v:.0f}" for v in m["runs_jobs_per_s"])
+        cpu = " · ".join(fmt(m["cpu_us_per_job"][n], 1) for n in ("broker", "worker", "loadgen"))
+        success = min(m["saturation_success"], m["paced_success"])
+        out.append(f"| {mode} | **{m['jobs_per_s']:.0f}** ({runs}) | {cpu} | "
+                   f"{fmt(m['paced_ms']['p50'])} / {fmt(m['paced_ms']['p99'])} | {pct(success)} | "
+                   f"{fmt(m['load_avg'], 1)} |")
+    loss = 1 - s["throughput_ratio"]
+    ratios = ", ".join(f"{r:.3f}" for r in s["throughput_ratios"])
+    deltas = ", ".join(f"{d:+.3f}" for d in s["p50_added_runs_ms"])
+    out += ["", f"- Throughput with CURVE: **{s['throughput_ratio']:.3f}×** plaintext (median of the "
+                f"per-repetition ratios {ratios}): {pct(loss)} lower — goal ≤ 15 %: "
+                f"**{'met' if loss <= 0.15 else 'missed'}**.",
+            f"- Added p50 at {s['rate']:,} jobs/s: **{s['p50_added_ms']:+.3f} ms** (per repetition "
+            f"{deltas}); p99 {s['p99_added_ms']:+.3f} ms — goal ≤ 0.1 ms p50: "
+            f"**{'met' if s['p50_added_ms'] <= 0.1 else 'missed'}**."]
     return "\n".join(out)
 
 
@@ -1163,6 +1296,7 @@ SECTIONS = [
     ("scaleout", "4. Scale-out: 1, 2 and 4 workers"),
     ("peer", "5. A peer side by side: Portkey AI gateway"),
     ("gateway", "6. The HTTP gateway beside Portkey (issue 14)"),
+    ("curve", "7. Security: CURVE against plaintext (issue 12)"),
 ]
 
 
@@ -1178,7 +1312,7 @@ def render_sections(summary, header):
         if key not in summary:
             continue
         body = {"overhead": md_overhead, "saturation": md_saturation, "concurrency": md_concurrency,
-                "scaleout": md_scaleout, "gateway": md_gateway,
+                "scaleout": md_scaleout, "gateway": md_gateway, "curve": md_curve,
                 "fake_capacity": lambda e: md_text_block(e, "fake_provider_load"),
                 "worker_stream": lambda e: md_text_block(e, "worker_stream_bench")}[key](summary[key])
         rendered[key] = header + body
@@ -1206,7 +1340,7 @@ def update_markdown(path, rendered):
 
 
 PART_NAMES = {"1": "overhead", "2": "saturation", "3": "concurrency", "4": "scaleout", "5": "peer",
-              "6": "gateway", "gateway": "gateway", "overhead": "overhead", "saturation": "saturation", "concurrency": "concurrency",
+              "6": "gateway", "gateway": "gateway", "7": "curve", "curve": "curve", "overhead": "overhead", "saturation": "saturation", "concurrency": "concurrency",
               "scaleout": "scaleout", "peer": "peer", "fake": "fake", "worker-stream": "worker-stream"}
 
 
@@ -1231,10 +1365,11 @@ def raise_priority(nice):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", default="fake,worker-stream,1,2,3,4,5,6",
+    p.add_argument("--parts", default="fake,worker-stream,1,2,3,4,5,6,7",
                    help="comma list of: 1|overhead 2|saturation 3|concurrency 4|scaleout "
                         "5|peer (Portkey inside parts 1 and 2) 6|gateway (dispatch-gateway beside "
-                        "direct calls, the client library and Portkey) fake worker-stream")
+                        "direct calls, the client library and Portkey) 7|curve (CURVE against "
+                        "plaintext) fake worker-stream")
     p.add_argument("--quick", action="store_true", help="one short run per cell (a smoke run)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build-release"))
     p.add_argument("--peer-dir", default=os.path.join(ROOT, ".bench-node"))
@@ -1282,6 +1417,7 @@ def parse_args(argv):
     # repetitions than the throughput parts unless --reps says otherwise.
     args.overhead_reps = args.reps or (1 if q else 5)
     args.gateway_reps = args.reps or (1 if q else 3)
+    args.curve_reps = args.reps or (1 if q else 5)
     args.reps = args.reps or (1 if q else 3)
     args.duration_s = args.duration_s or (3 if q else 10)
     args.warmup_s = 1 if q else 2
@@ -1302,6 +1438,9 @@ def parse_args(argv):
     args.gateway_stream_levels = [int(x) for x in (args.gateway_stream_levels
                                                    or ("1000" if q else "10000")).split(",")]
     args.gateway_sat_concurrency = [64] if q else [64, 256]
+    args.curve_sat_jobs = 20000 if q else 100000
+    args.curve_concurrency = 256
+    args.curve_rate = 1000
     args.scale_latency_ms = 50
     args.scale_worker_concurrency = 20
     args.scale_duration_s = 4 if q else 10
@@ -1373,6 +1512,8 @@ def main(argv):
             bench.part_scaleout()
         if "gateway" in args.part_set:
             bench.part_gateway()
+        if "curve" in args.part_set:
+            bench.part_curve()
     finally:
         stop_all()
         elapsed = time.monotonic() - started
