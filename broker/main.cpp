@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <exception>
 #include <iostream>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -18,6 +20,7 @@
 #include "dispatch/common/fd.hpp"
 #include "dispatch/common/random.hpp"
 #include "dispatch/common/result.hpp"
+#include "dispatch/metrics/metrics.hpp"
 
 namespace {
 
@@ -42,7 +45,9 @@ struct Options {
   uint64_t result_ttl_ms = static_cast<uint64_t>(config.result_ttl.count());
   uint64_t drain_timeout_ms = static_cast<uint64_t>(config.drain_timeout.count());
   std::string log_level = "info";
-  std::string config_path;  // broker.yaml with `limits:`; re-read on SIGHUP
+  std::string config_path;     // broker.yaml with `limits:`; re-read on SIGHUP
+  std::string metrics_listen;  // HOST:PORT of GET /metrics; empty: no metrics
+  dispatch::metrics::ListenAddress metrics_address;
 };
 
 // An option with its default shown and a range check (out of range: exit 2 with a message).
@@ -64,6 +69,9 @@ void add_socket_flags(CLI::App& app, Options& o) {
   app.add_option("--log-level", o.log_level, "trace|debug|info|warn|error|critical|off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on, path /metrics (port 0: ephemeral; "
+                 "default: off)");
 }
 
 void add_security_flags(CLI::App& app, Options& o) {
@@ -148,6 +156,11 @@ dispatch::Result<void, std::string> check_combination(const Options& o) {
   if (!o.config.curve_secret.empty() && o.config.insecure) {
     return std::string("--insecure and --curve-secret exclude each other");
   }
+  if (!o.metrics_listen.empty()) {
+    if (auto address = dispatch::metrics::parse_listen_address(o.metrics_listen); !address) {
+      return "--metrics-listen: " + address.error();
+    }
+  }
   return {};
 }
 
@@ -177,6 +190,9 @@ dispatch::Result<Options, int> parse_command_line(int argc, char** argv) {
   o.config.heartbeat_interval = milliseconds(o.heartbeat_ms);
   o.config.result_ttl = milliseconds(o.result_ttl_ms);
   o.config.drain_timeout = milliseconds(o.drain_timeout_ms);
+  if (!o.metrics_listen.empty()) {
+    o.metrics_address = dispatch::metrics::parse_listen_address(o.metrics_listen).value();
+  }
   if (!o.config_path.empty()) {
     auto quotas = dispatch::broker::load_quota_config(o.config_path);
     if (!quotas) {
@@ -204,6 +220,31 @@ void reload_quotas(const std::string& path, dispatch::broker::BrokerCore& core) 
   core.configure_quotas(*quotas);
 }
 
+// The Prometheus endpoint of --metrics-listen, counting from the start; nullptr when off.
+struct MetricsServing {
+  std::shared_ptr<prometheus::Registry> registry;
+  std::unique_ptr<dispatch::broker::BrokerMetrics> metrics;
+  std::unique_ptr<dispatch::metrics::MetricsEndpoint> endpoint;
+};
+
+MetricsServing serve_metrics(const Options& o, dispatch::broker::BrokerServer& server) {
+  MetricsServing serving;
+  if (o.metrics_listen.empty()) return serving;
+  serving.registry = std::make_shared<prometheus::Registry>();
+  serving.metrics = std::make_unique<dispatch::broker::BrokerMetrics>(*serving.registry);
+  auto endpoint = dispatch::metrics::MetricsEndpoint::start(o.metrics_address, serving.registry);
+  if (!endpoint) throw std::runtime_error("--metrics-listen: " + endpoint.error());
+  serving.endpoint = std::move(endpoint).value();
+  if (!dispatch::metrics::is_loopback_host(o.metrics_address.host)) {
+    // Counts and provider/model names only (no prompt, key or job id): any explicit address is
+    // allowed, but say that it is reachable from elsewhere.
+    spdlog::warn("metrics served on a non-loopback address, without authentication: {}",
+                 serving.endpoint->url());
+  }
+  server.set_metrics(serving.metrics.get());
+  return serving;
+}
+
 int serve(const Options& o) {
   const BrokerConfig& config = o.config;
   dispatch::WakeupFd stop;
@@ -213,9 +254,12 @@ int serve(const Options& o) {
   // 16 hex digits: a new value per process start, so clients can tell that the broker
   // restarted (and resubmit what they have not seen finish).
   dispatch::broker::BrokerServer server(config, dispatch::random_hex_id(8));
+  const MetricsServing metrics = serve_metrics(o, server);
   // Tests and scripts read this line to learn the ephemeral ports.
   std::cout << "dispatch-broker listening frontend=" << server.frontend_endpoint()
-            << " backend=" << server.backend_endpoint() << std::endl;
+            << " backend=" << server.backend_endpoint();
+  if (metrics.endpoint) std::cout << " metrics=" << metrics.endpoint->url();
+  std::cout << std::endl;
   spdlog::info(
       "broker {} listening: frontend {} backend {} (queue limit {}, heartbeat {} ms x {}, {})",
       server.core().broker_id(), server.frontend_endpoint(), server.backend_endpoint(),

@@ -5,9 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 #include "dispatch/common/result.hpp"
+#include "dispatch/metrics/metrics.hpp"
 #include "dispatch/worker/config.hpp"
 #include "dispatch/worker/runtime/broker_connection.hpp"
 #include "dispatch/worker/runtime/worker_runtime.hpp"
@@ -26,6 +30,7 @@ struct CommandLine {
   std::string log_level = "info";
   uint32_t heartbeat_ms = 1000;
   uint32_t drain_timeout_ms = 30000;
+  std::string metrics_listen;  // overrides the config's worker.metrics_listen
 };
 
 void add_options(CLI::App& app, CommandLine& line) {
@@ -55,6 +60,13 @@ void add_options(CLI::App& app, CommandLine& line) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 3'600'000u));
   app.add_option("--id", options.worker_id, "Worker id (default host:pid:random)");
+  app.add_option("--metrics-listen", line.metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on, path /metrics (port 0: ephemeral; "
+                 "default: the config's worker.metrics_listen, else off)")
+      ->check([](const std::string& text) {
+        auto address = dispatch::metrics::parse_listen_address(text);
+        return address ? std::string() : address.error();
+      });
   app.add_option("--log-level", line.log_level, "trace|debug|info|warn|error|critical|off")
       ->capture_default_str()
       ->check(CLI::IsMember(
@@ -100,6 +112,31 @@ void warn_about_open_files(const RuntimeOptions& options, const WorkerConfig& co
   }
 }
 
+// The Prometheus endpoint of --metrics-listen / worker.metrics_listen; empty when off.
+struct MetricsServing {
+  std::shared_ptr<prometheus::Registry> registry;
+  std::unique_ptr<WorkerMetrics> metrics;
+  std::unique_ptr<dispatch::metrics::MetricsEndpoint> endpoint;
+};
+
+// Throws std::runtime_error when the address cannot be bound.
+MetricsServing serve_metrics(const std::string& listen) {
+  MetricsServing serving;
+  if (listen.empty()) return serving;
+  const auto address = dispatch::metrics::parse_listen_address(listen).value();
+  serving.registry = std::make_shared<prometheus::Registry>();
+  serving.metrics = std::make_unique<WorkerMetrics>(*serving.registry);
+  auto endpoint = dispatch::metrics::MetricsEndpoint::start(address, serving.registry);
+  if (!endpoint) throw std::runtime_error("--metrics-listen: " + endpoint.error());
+  serving.endpoint = std::move(endpoint).value();
+  // Tests and scripts read this line to learn an ephemeral port.
+  spdlog::info("metrics served at {}", serving.endpoint->url());
+  if (!dispatch::metrics::is_loopback_host(address.host)) {
+    spdlog::warn("metrics served on a non-loopback address, without authentication");
+  }
+  return serving;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -123,6 +160,9 @@ int main(int argc, char** argv) {
   }
   warn_about_open_files(line->options, *config);
   try {
+    const MetricsServing metrics =
+        serve_metrics(line->metrics_listen.empty() ? config->metrics_listen : line->metrics_listen);
+    line->options.metrics = metrics.metrics.get();
     WorkerRuntime runtime(std::move(*config), std::move(line->options));
     return runtime.run();
   } catch (const std::exception& e) {

@@ -130,6 +130,26 @@ BrokerCore::BrokerCore(BrokerConfig config, std::string broker_id, const Clock& 
 
 BrokerCore::~BrokerCore() = default;
 
+void BrokerCore::set_metrics(BrokerMetrics* metrics) {
+  metrics_ = metrics;
+  sample_metrics();
+}
+
+void BrokerCore::sample_metrics() {
+  if (metrics_ == nullptr) return;
+  uint64_t capacity = 0;
+  uint64_t in_flight = 0;
+  for (const auto& [route, worker] : workers_) {
+    capacity += worker->capacity;
+    in_flight += worker->in_flight.size();
+  }
+  metrics_->sample_workers(workers_.size(), capacity, in_flight);
+  if (!gates_active()) return;
+  protocol::StatusReply reply;
+  add_quota_status(reply);
+  metrics_->sample_targets(reply.quotas);
+}
+
 const detail::Job* BrokerCore::find_job(std::string_view job_id) const {
   auto it = jobs_.find(job_id);
   return it == jobs_.end() ? nullptr : it->second.get();
@@ -208,6 +228,7 @@ bool BrokerCore::client_may(const Peer& peer, const protocol::FrameView& message
 void BrokerCore::refuse_identity(Side side, const Peer& peer, const protocol::FrameView& message,
                                  std::string_view why) {
   ++counters_.refused_messages;
+  if (metrics_ != nullptr) metrics_->refused();
   const Clock::time_point now = clock_.now();
   const std::string_view command = protocol::to_string(message.command);
   if (identity_log_.allow(now)) {
@@ -429,6 +450,7 @@ void BrokerCore::resubmit(const Peer& peer, const detail::Owner& owner,
 void BrokerCore::answer_duplicate(std::string_view route, Job& job) {
   // A resubmit: same job. Answers go to whoever asked last (a reconnected client).
   ++counters_.duplicates;
+  if (metrics_ != nullptr) metrics_->duplicate();
   if (job.client_route != route) job.client_route = std::string(route);
   send_client(route, Command::accepted,
               protocol::encode(protocol::Accepted{job.id, broker_id_, true}));
@@ -481,6 +503,7 @@ void BrokerCore::refuse(const Peer& peer, protocol::Rejected rejected,
                         protocol::ClientCounters* counts) {
   ++rejected_[rejected.code];
   if (counts != nullptr) ++counts->rejected;
+  if (metrics_ != nullptr) metrics_->rejected(rejected.code);
   if (hostile_log_.allow(clock_.now())) {
     spdlog::info("submit {} from {} rejected: {} ({})", rejected.job_id, peer_text(peer),
                  rejected.code, rejected.message);
@@ -515,6 +538,7 @@ void BrokerCore::admit(const Peer& peer, ClientKey client, detail::Owner owner,
   job.has_fallbacks = protocol::peek_array_length(view(job.request), "fallbacks").value_or(0) > 0;
   jobs_.emplace(job.id, std::move(owned));
   ++counters_.jobs_accepted;
+  if (metrics_ != nullptr) metrics_->accepted();
   ++provider_counters(job.provider).submitted;
 
   // Accepted goes out before the job can be dispatched, so the client always sees it first.
@@ -658,6 +682,7 @@ bool BrokerCore::refuse_taken_worker_id(const Peer& peer, const protocol::Ready&
   // The same identity may come back on a new connection (a reconnect) and keep its jobs.
   if (holder == workers_.end() || holder->second->identity_key == peer.key) return false;
   ++counters_.refused_messages;
+  if (metrics_ != nullptr) metrics_->refused();
   const Clock::time_point now = clock_.now();
   if (identity_log_.allow(now)) {
     spdlog::warn(
@@ -778,6 +803,9 @@ void BrokerCore::on_stream_event(Worker& worker, const protocol::FrameView& mess
   // Text the client may hold (a chunk, or the void left by a reset whose next_seq the next
   // delivery will not continue): a redelivery must reset it.
   job->client_saw_stream = true;
+  if (metrics_ != nullptr && message.command == Command::reset) {
+    metrics_->stream_reset(ResetOrigin::worker);
+  }
   // The worker's frames go out unchanged: only the routing frame differs.
   transport_.send_to_client(job->client_route, message.command, std::move(frames));
 }
@@ -896,6 +924,7 @@ void BrokerCore::enqueue(Job& job, bool urgent) {
   job.has_deadline = true;
   ++queued_total_;
   ++queued_by_priority_[static_cast<std::size_t>(job.priority)];
+  if (metrics_ != nullptr) metrics_->queued(job.priority);
   if (job.counts != nullptr) ++job.counts->queued;
   ClientUsage& usage = client_usage_[job.client.id];
   ++usage.jobs;
@@ -910,6 +939,7 @@ void BrokerCore::after_pop(Job& job) {
   job.queued_provider = nullptr;
   --queued_total_;
   --queued_by_priority_[static_cast<std::size_t>(job.priority)];
+  if (metrics_ != nullptr) metrics_->unqueued(job.priority);
   if (job.counts != nullptr) --job.counts->queued;
   auto usage = client_usage_.find(job.client.id);
   usage->second.jobs -= 1;
@@ -982,6 +1012,7 @@ void BrokerCore::assign(Job& job, Worker& worker) {
   worker.in_flight.push_back(job);
   ++running_total_;
   if (job.counts != nullptr) ++job.counts->running;
+  if (metrics_ != nullptr) metrics_->started();
   worker.idle_seq = ++dispatch_seq_;
   update_availability(worker);
   arm_run_deadline(job, clock_.now() + job.run_timeout + config_.running_grace);
@@ -1012,6 +1043,7 @@ detail::Worker* BrokerCore::leave_worker(Job& job) {
   worker->in_flight.erase(job);
   --running_total_;
   if (job.counts != nullptr) --job.counts->running;
+  if (metrics_ != nullptr) metrics_->stopped();
   job.worker = nullptr;
   release_reservation(job);
   if (job.has_run_deadline) {
@@ -1154,6 +1186,7 @@ void BrokerCore::lose_worker(std::string_view route, std::string_view reason) {
   workers_.erase(it);
   Worker& worker = *owned;
   ++counters_.workers_lost;
+  if (metrics_ != nullptr) metrics_->worker_lost();
   spdlog::info("worker {} lost ({}); {} unfinished jobs", worker.worker_id, reason,
                worker.in_flight.size());
 
@@ -1204,8 +1237,10 @@ detail::ProviderState* BrokerCore::requeue_or_end(Job& job, std::string_view los
                     protocol::encode(protocol::StreamReset{
                         job.id, 0, "worker " + std::string(lost_worker) + " lost; redelivering"})));
     job.client_saw_stream = false;
+    if (metrics_ != nullptr) metrics_->stream_reset(ResetOrigin::broker);
   }
   ++counters_.redeliveries;
+  if (metrics_ != nullptr) metrics_->redelivered();
   spdlog::debug("job {} re-queued after delivery {}", job.id, job.delivery);
   enqueue(job, true);
   return job.queued_provider;
@@ -1296,6 +1331,7 @@ void BrokerCore::fail_job(Job& job, ErrorKind kind, std::string_view code, std::
   error.provider = job.provider;
   ++provider_counters(job.provider).failed;
   ++broker_errors_[error.code];
+  if (metrics_ != nullptr) metrics_->job_ended(job.provider, job.model, protocol::to_string(kind));
   spdlog::debug("job {} ends: {} ({})", job.id, protocol::to_string(kind), error.message);
   Frames frames =
       make_frames(Command::error, protocol::encode(protocol::JobEnd{job.id, job.delivery}),
@@ -1307,6 +1343,7 @@ void BrokerCore::reject_job(Job& job, std::string_view code, std::string message
   leave_broker_state(job);
   ++rejected_[std::string(code)];
   if (job.counts != nullptr) ++job.counts->rejected;
+  if (metrics_ != nullptr) metrics_->job_ended(job.provider, job.model, "rejected");
   send_client(job.client_route, Command::rejected,
               protocol::encode(protocol::Rejected{job.id, ErrorKind::queue_full, std::string(code),
                                                   std::move(message)}));
@@ -1337,6 +1374,7 @@ Result<void, std::string> BrokerCore::record_outcome(Job& job, Command command,
     protocol::ProviderCounters& counters = provider_counters(job.provider);
     ++counters.succeeded;
     count_attempts(counters, r.attempts, r.provider, r.model);
+    if (metrics_ != nullptr) metrics_->job_ended(job.provider, job.model, "success");
     // Tokens are spent where the answer came from, which after a fallback is another provider.
     protocol::ProviderCounters& spent =
         provider_counters(r.provider.empty() ? job.provider : r.provider);
@@ -1356,6 +1394,9 @@ Result<void, std::string> BrokerCore::record_outcome(Job& job, Command command,
   protocol::ProviderCounters& counters = provider_counters(job.provider);
   ++counters.failed;
   count_attempts(counters, error.value().attempts, error.value().provider, error.value().model);
+  if (metrics_ != nullptr) {
+    metrics_->job_ended(job.provider, job.model, protocol::to_string(error.value().kind));
+  }
   if (job.probe) record_probe(job, &error.value().attempts);
   return {};
 }
@@ -1389,6 +1430,7 @@ void BrokerCore::on_timer() {
     // Late by more than half an interval: the loop did not run (stopped or starved).
     check_workers(now, now - next_tick_ > config_.heartbeat_interval / 2);
     next_tick_ = now + tick_period();
+    sample_metrics();
   }
   if (draining_ && !drained_ && (running_total_ == 0 || now >= drain_deadline_)) end_drain();
   process_lost_workers();
@@ -1553,6 +1595,7 @@ void BrokerCore::unexpected(Side side, std::string_view route, Command command) 
 void BrokerCore::hostile(Side side, std::string_view route, const protocol::DecodeError& error,
                          std::string job_id, std::optional<std::string_view> code) {
   ++counters_.hostile_messages;
+  if (metrics_ != nullptr) metrics_->hostile();
   const Clock::time_point now = clock_.now();
   const char* side_name = side == Side::frontend ? "frontend" : "backend";
   if (hostile_log_.allow(now)) {

@@ -172,6 +172,7 @@ void BrokerCore::take_queued(Job& job) {
   }
   if (!quota_.empty()) job.ticket = quota_.take(job.provider, job.model, tokens_of(job));
   leave_lane(job, true);
+  if (metrics_ != nullptr) metrics_->waited(job.priority, clock_.now() - job.queued_at);
   after_pop(job);
 }
 

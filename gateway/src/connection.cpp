@@ -96,6 +96,7 @@ void Connection::warn(std::string_view what) {
 
 void Connection::begin_request() {
   state_ = State::reading;
+  endpoint_ = kNoEndpoint;
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(core_.limits().max_header_bytes));
   parser_->body_limit(core_.limits().max_body_bytes);
@@ -172,10 +173,12 @@ void Connection::refuse_request(error_code ec) {
   }
   ++core_.metrics().hostile_requests;
   warn(fmt::format("refused a request ({} {})", error.status, error.message));
-  const Api api = header_done_
-                      ? api_of_path(path_of(std::string_view(parser_->get().target().data(),
-                                                             parser_->get().target().size())))
-                      : Api::openai;
+  const std::string_view path = header_done_
+                                    ? path_of(std::string_view(parser_->get().target().data(),
+                                                               parser_->get().target().size()))
+                                    : std::string_view();
+  if (header_done_) endpoint_ = endpoint_label(path);
+  const Api api = header_done_ ? api_of_path(path) : Api::openai;
   state_ = State::responding;
   reply(error_response(api, error, false, false), error.status, false);
 }
@@ -215,12 +218,12 @@ void Connection::on_request() {
   request_.emplace(parser_->release());
   parser_.reset();
   state_ = State::responding;
-  ++core_.metrics().requests;
   if (buffer_.size() == 0 && buffer_.capacity() > 2 * kReadChunk) buffer_.shrink_to_fit();
   const bool http10 = request_->version() == 10;
   const bool keep_alive = request_->keep_alive() && !core_.draining();
   const std::string method(request_->method_string());
   const std::string target(request_->target());
+  endpoint_ = endpoint_label(path_of(target));
   route(method, path_of(target), keep_alive, http10);
   request_.reset();  // the job holds what it needs
   read_more();       // notice the client leaving; keep what it pipelines
@@ -368,7 +371,7 @@ void Connection::after_responder(std::string bytes) {
     core_.link().cancel(job_id_);
     job_finished();
   }
-  metrics.count_status(responder_->stream_failed() ? 502 : responder_->status());
+  metrics.count_status(endpoint_, responder_->stream_failed() ? 502 : responder_->status());
   metrics.stream_splices += responder_->splicer().splices();
   if (responder_->diverged()) ++metrics.stream_divergences;
   if (responder_->stream_failed()) ++metrics.stream_failures;
@@ -389,7 +392,7 @@ void Connection::job_finished() {
 }
 
 void Connection::reply(std::string bytes, int status, bool keep_alive) {
-  core_.metrics().count_status(status);
+  core_.metrics().count_status(endpoint_, status);
   end_after_write_ = true;
   close_after_write_ = !keep_alive;
   send(std::move(bytes));

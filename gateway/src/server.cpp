@@ -161,7 +161,7 @@ class Server::Impl {
   // refusal is a few hundred bytes, which a fresh socket's send buffer always takes.
   void refuse(tcp::socket socket) {
     ++core_.metrics().connections_refused;
-    core_.metrics().count_status(503);
+    core_.metrics().count_status(kNoEndpoint, 503);
     error_code ignored;
     socket.non_blocking(true, ignored);
     socket.write_some(net::buffer(refusal_), ignored);

@@ -143,10 +143,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ = false;          // a write is pending
   bool request_started_ = false;  // bytes of the next request arrived
   bool header_done_ = false;
-  uint64_t timer_seq_ = 0;          // only the latest deadline counts
-  uint64_t exchange_ = 0;           // late callbacks of an earlier exchange are ignored
-  std::string pending_;             // bytes to write
-  std::string in_flight_;           // bytes being written
+  uint64_t timer_seq_ = 0;                   // only the latest deadline counts
+  uint64_t exchange_ = 0;                    // late callbacks of an earlier exchange are ignored
+  std::string_view endpoint_ = kNoEndpoint;  // the metrics label of the request in hand
+  std::string pending_;                      // bytes to write
+  std::string in_flight_;                    // bytes being written
   bool end_after_write_ = false;    // the response is complete once pending bytes are written
   bool close_after_write_ = false;  // and then the connection closes
   std::unique_ptr<JobResponder> responder_;

@@ -352,6 +352,44 @@ class Bench:
         return rtt
 
     # ------------------------------------------------------------------------------------------
+    # Part metrics: saturation with --metrics-listen off and on, interleaved in one run
+
+    def part_metrics(self):
+        args = self.args
+        self.stage = "metrics"
+        model = args.model_instant
+        concurrency = args.metrics_concurrency
+        fake = self.start_fake()
+        runs = {"off": [], "on": []}
+        try:
+            for rep in range(args.reps):
+                # Alternate the order so that a drift of the machine's load hits both alike.
+                for mode in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                    extra = ["--metrics-listen", "127.0.0.1:0"] if mode == "on" else []
+                    broker = self.start_broker(extra)
+                    workers = self.start_workers(broker, fake, 1, 1000, extra)
+                    try:
+                        target = self.dispatch_target(broker, model) + ["--clients",
+                                                                        str(args.sat_clients)]
+                        load = ["--concurrency", str(concurrency), "--jobs", str(args.sat_jobs),
+                                "--warmup", str(max(concurrency * 4, args.sat_jobs // 10)),
+                                "--timeout-ms", "30000"]
+                        watch = {"fake": fake, "broker": broker, "worker": workers[0]}
+                        runs[mode].append(self.loadgen(f"metrics-{mode}-c{concurrency}-r{rep}",
+                                                       target, load, watch, timeout_s=600))
+                    finally:
+                        for child in workers + [broker]:
+                            child.stop()
+        finally:
+            fake.stop()
+        rows = {mode: summarize_saturation(f"dispatch-metrics-{mode}", concurrency, reps)
+                for mode, reps in runs.items()}
+        off = rows["off"]["jobs_per_s"]
+        on = rows["on"]["jobs_per_s"]
+        log(f"metrics: {off:.0f} jobs/s off, {on:.0f} jobs/s on ({(on - off) / off * 100:+.1f} %)")
+        self.summary["metrics"] = {"model": model, "rows": list(rows.values()),
+                                   "difference_pct": round((on - off) / off * 100, 2)}
+
     # Part 2 (+5): saturation with an instant provider, closed loop
 
     def part_saturation(self, with_peer):
@@ -1341,7 +1379,8 @@ def update_markdown(path, rendered):
 
 PART_NAMES = {"1": "overhead", "2": "saturation", "3": "concurrency", "4": "scaleout", "5": "peer",
               "6": "gateway", "gateway": "gateway", "7": "curve", "curve": "curve", "overhead": "overhead", "saturation": "saturation", "concurrency": "concurrency",
-              "scaleout": "scaleout", "peer": "peer", "fake": "fake", "worker-stream": "worker-stream"}
+              "scaleout": "scaleout", "peer": "peer", "fake": "fake", "worker-stream": "worker-stream",
+              "metrics": "metrics"}
 
 
 def raise_priority(nice):
@@ -1369,7 +1408,11 @@ def parse_args(argv):
                    help="comma list of: 1|overhead 2|saturation 3|concurrency 4|scaleout "
                         "5|peer (Portkey inside parts 1 and 2) 6|gateway (dispatch-gateway beside "
                         "direct calls, the client library and Portkey) 7|curve (CURVE against "
-                        "plaintext) fake worker-stream")
+                        "plaintext) fake worker-stream "
+                        "metrics (saturation with broker and worker --metrics-listen off and on, "
+                        "interleaved; not in the default list and not written to BENCHMARKS.md)")
+    p.add_argument("--metrics-concurrency", type=int, default=256,
+                   help="part metrics: jobs in flight")
     p.add_argument("--quick", action="store_true", help="one short run per cell (a smoke run)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build-release"))
     p.add_argument("--peer-dir", default=os.path.join(ROOT, ".bench-node"))
@@ -1514,6 +1557,8 @@ def main(argv):
             bench.part_gateway()
         if "curve" in args.part_set:
             bench.part_curve()
+        if "metrics" in args.part_set:
+            bench.part_metrics()
     finally:
         stop_all()
         elapsed = time.monotonic() - started

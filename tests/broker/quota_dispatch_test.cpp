@@ -9,8 +9,11 @@
 #include <vector>
 
 #include "core_fixture.hpp"
+#include "dispatch/broker/metrics.hpp"
 #include "dispatch/broker/quota.hpp"
+#include "dispatch/metrics/metrics.hpp"
 #include "dispatch/protocol/codec.hpp"
+#include "dispatch/test/prometheus_text.hpp"
 
 namespace dispatch::broker {
 namespace {
@@ -278,6 +281,26 @@ TEST_F(QuotaCoreTest, HostileOrUnknownReportsChangeNothing) {
   submit_model("c", "j1", "m");
   EXPECT_EQ(take_job_ids(), (std::vector<std::string>{"j1"}));
   EXPECT_TRUE(core_->status().quotas.empty());
+}
+
+TEST_F(QuotaCoreTest, QuotaUseAndBreakerStateAreSampledIntoMetrics) {
+  make_with("limits: {openai: {concurrency: 2}}");
+  prometheus::Registry registry;
+  BrokerMetrics metrics(registry);
+  core_->set_metrics(&metrics);
+  ready("w1", "w1", 10);
+  for (const char* id : {"j0", "j1", "j2"}) submit_model("c", id, "m");
+  protocol::ProviderHealth opened = health("m", protocol::health_kind::circuit_open);
+  opened.cooldown_ms = 5'000;
+  report("w1", opened);
+  core_->sample_metrics();
+  const std::string text = metrics::render_text(registry);
+  using test::metric_value;
+  EXPECT_EQ(metric_value(text, "dispatch_quota_running", {{"key", "openai"}}), 2) << text;
+  EXPECT_EQ(metric_value(text, "dispatch_quota_requests_last_minute", {{"key", "openai"}}), 2);
+  EXPECT_EQ(metric_value(text, "dispatch_breaker_state", {{"key", "openai"}}), 0);
+  EXPECT_EQ(metric_value(text, "dispatch_breaker_state", {{"key", "openai/m"}}), 1);
+  EXPECT_EQ(metric_value(text, "dispatch_queue_depth", {{"priority", "interactive"}}), 1);
 }
 
 TEST_F(QuotaCoreTest, AnOpenCircuitIsSharedAndOneProbeDecidesForAll) {

@@ -117,7 +117,10 @@ TEST_F(GatewayIntegrationTest, ReadinessHealthAndMetrics) {
   client.send("GET /metrics HTTP/1.1\r\n\r\n");
   response = client.read_response();
   ASSERT_TRUE(response);
-  EXPECT_NE(response->body.find("dispatch_gateway_requests_total "), std::string::npos);
+  EXPECT_NE(
+      response->body.find("dispatch_gateway_requests_total{endpoint=\"healthz\",status=\"200\"} "),
+      std::string::npos)
+      << response->body;
   EXPECT_EQ(response->headers.at("content-type"), "text/plain; version=0.0.4");
 }
 

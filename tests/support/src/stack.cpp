@@ -35,14 +35,29 @@ size_t collect_body(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
-// "dispatch-broker listening frontend=<ep> backend=<ep>"
-std::pair<std::string, std::string> parse_listening_line(const std::string& line) {
-  const auto front = line.find("frontend=");
-  const auto back = line.find(" backend=");
-  if (front == std::string::npos || back == std::string::npos) {
+// "dispatch-broker listening frontend=<ep> backend=<ep>[ metrics=<url>]"
+struct ListeningLine {
+  std::string frontend;
+  std::string backend;
+  std::string metrics;
+};
+
+// The value of ` key=` in `line`, up to the next space; empty when absent.
+std::string listening_field(const std::string& line, const std::string& key) {
+  const auto at = line.find(" " + key + "=");
+  if (at == std::string::npos) return {};
+  const auto begin = at + key.size() + 2;
+  const auto end = line.find(' ', begin);
+  return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+ListeningLine parse_listening_line(const std::string& line) {
+  ListeningLine parsed{listening_field(line, "frontend"), listening_field(line, "backend"),
+                       listening_field(line, "metrics")};
+  if (parsed.frontend.empty() || parsed.backend.empty()) {
     throw std::runtime_error("unexpected broker line: " + line);
   }
-  return {line.substr(front + 9, back - front - 9), line.substr(back + 9)};
+  return parsed;
 }
 
 }  // namespace
@@ -159,7 +174,10 @@ void Stack::start_broker(const std::vector<std::string>& extra_args) {
                              (exit ? "exit " + std::to_string(exit->code) : "still running") +
                              "); log: " + read_text_file(dir_.file("broker.log")));
   }
-  std::tie(frontend_, backend_) = parse_listening_line(*line);
+  const ListeningLine parsed = parse_listening_line(*line);
+  frontend_ = parsed.frontend;
+  backend_ = parsed.backend;
+  broker_metrics_url_ = parsed.metrics;
 }
 
 void Stack::restart_broker() {

@@ -220,6 +220,7 @@ TEST(ConfigFile, EveryKey) {
   const WorkerConfig config = parse(R"(
 worker:
   concurrency: 250
+  metrics_listen: 127.0.0.1:9102
 defaults:
   timeout_ms: 20000
   retry_count: 2
@@ -265,6 +266,7 @@ providers:
 )",
                                     env);
   EXPECT_EQ(config.concurrency, 250u);
+  EXPECT_EQ(config.metrics_listen, "127.0.0.1:9102");
   EXPECT_EQ(config.temperature, std::optional<double>(0.3));
   EXPECT_FALSE(config.enable_fallback);
   PolicySettings d;
@@ -391,7 +393,13 @@ INSTANTIATE_TEST_SUITE_P(
                     "dispatch.yaml: defaults.timout_ms: unknown key (did you mean 'timeout_ms'?)"},
         InvalidCase{"worker: {threads: 4}\n",
                     "dispatch.yaml: worker.threads: unknown key (expected one of: concurrency, "
-                    "max_request_bytes, max_response_bytes)"},
+                    "max_request_bytes, max_response_bytes, metrics_listen)"},
+        InvalidCase{"worker: {metrics_listen: 9102}\n",
+                    "dispatch.yaml: worker.metrics_listen: expected HOST:PORT, got \"9102\""},
+        InvalidCase{
+            "worker: {metrics_listen: \"127.0.0.1:99999\"}\n",
+            "dispatch.yaml: worker.metrics_listen: bad port in \"127.0.0.1:99999\" (0-65535; "
+            "0: ephemeral)"},
         InvalidCase{"providers:\n  openai:\n    api_key: sk-123\n",
                     "dispatch.yaml: providers.openai.api_key: unknown key (keys are read from the "
                     "environment: set api_key_env)"},

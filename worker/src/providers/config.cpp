@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "dispatch/common/strings.hpp"
+#include "dispatch/metrics/metrics.hpp"
 #include "dispatch/protocol/codec.hpp"
 #include "dispatch/worker/providers/adapter.hpp"
 
@@ -137,7 +138,14 @@ class ConfigParser {
   void parse_worker(const YAML::Node& worker, WorkerConfig& config) const {
     if (!worker || worker.IsNull()) return;
     expect_map(worker, "worker");
-    check_keys(worker, "worker", {"concurrency", "max_request_bytes", "max_response_bytes"});
+    check_keys(worker, "worker",
+               {"concurrency", "max_request_bytes", "max_response_bytes", "metrics_listen"});
+    if (YAML::Node n = worker["metrics_listen"]) {
+      config.metrics_listen = std::string(trim(read_string(n, "worker.metrics_listen")));
+      if (auto address = metrics::parse_listen_address(config.metrics_listen); !address) {
+        fail("worker.metrics_listen", address.error());
+      }
+    }
     if (YAML::Node n = worker["concurrency"]) {
       config.concurrency = read_uint(n, "worker.concurrency", 1);
     }

@@ -125,34 +125,72 @@ bool AnswerBudget::take(Clock::time_point now) {
   return true;
 }
 
-// Forwards one job's output to the broker, tagged with its delivery number.
+// Forwards one job's output to the broker, tagged with its delivery number, and counts it.
 class WorkerRuntime::Impl::JobForwarder final : public JobListener {
  public:
-  JobForwarder(Impl& owner, std::string job_id, uint32_t delivery)
-      : owner_(owner), job_id_(std::move(job_id)), delivery_(delivery) {}
+  JobForwarder(Impl& owner, std::string job_id, uint32_t delivery, const proto::Request& request)
+      : owner_(owner),
+        job_id_(std::move(job_id)),
+        delivery_(delivery),
+        metrics_(owner.options_.metrics) {
+    if (metrics_ == nullptr) return;
+    provider_ = request.provider;
+    model_ = request.model;
+    started_at_ = owner_.loop_.clock().now();
+    metrics_->job_started();
+  }
+  ~JobForwarder() override {
+    if (metrics_ != nullptr && !ended_) metrics_->job_stopped();
+  }
+  JobForwarder(const JobForwarder&) = delete;
+  JobForwarder& operator=(const JobForwarder&) = delete;
 
   void on_chunk(const proto::Chunk& chunk) override {
+    if (metrics_ != nullptr && !first_chunk_at_) first_chunk_at_ = owner_.loop_.clock().now();
     owner_.send(proto::Command::chunk, proto::encode(proto::ChunkHeader{chunk, delivery_}));
   }
   void on_reset(const proto::StreamReset& reset) override {
+    if (metrics_ != nullptr) {
+      metrics_->stream_reset();
+      first_chunk_at_.reset();  // the answer delivered starts again
+    }
     owner_.send(proto::Command::reset, proto::encode(proto::ResetHeader{reset, delivery_}));
   }
   void on_result(proto::Response response) override {
+    if (metrics_ != nullptr) {
+      std::optional<std::chrono::nanoseconds> first_token;
+      if (first_chunk_at_) first_token = *first_chunk_at_ - started_at_;
+      metrics_->job_succeeded(response, first_token, end());
+    }
     FinalMessage final = encode_result(response);
     if (final.command != proto::Command::result) ++owner_.stats_.oversized_messages;
     owner_.send_final(job_id_, delivery_, final.command, std::move(final.payload));
     owner_.job_finished(job_id_, delivery_);
   }
   void on_error(proto::Error error) override {
+    if (metrics_ != nullptr) metrics_->job_failed(error, provider_, model_, end());
     FinalMessage final = encode_error(std::move(error));
     owner_.send_final(job_id_, delivery_, final.command, std::move(final.payload));
     owner_.job_finished(job_id_, delivery_);
   }
 
  private:
+  // The job's time at the worker; it no longer runs.
+  std::chrono::nanoseconds end() {
+    ended_ = true;
+    metrics_->job_stopped();
+    return owner_.loop_.clock().now() - started_at_;
+  }
+
   Impl& owner_;
   std::string job_id_;
   uint32_t delivery_;
+  WorkerMetrics* metrics_;
+  std::string provider_;
+  std::string model_;
+  Clock::time_point started_at_{};
+  std::optional<Clock::time_point> first_chunk_at_;
+  bool ended_ = false;
 };
 
 // ---- lifecycle -------------------------------------------------------------------------------
@@ -561,6 +599,9 @@ void WorkerRuntime::Impl::handle_job(std::string_view header_bytes, std::string_
 
 void WorkerRuntime::Impl::refuse_job(const proto::JobHeader& job, proto::Error error) {
   spdlog::info("job {}: refused: {} ({})", job.job_id, error.message, error.code);
+  if (options_.metrics != nullptr) {
+    options_.metrics->job_failed(error, error.provider, error.model, std::chrono::nanoseconds{0});
+  }
   FinalMessage final = encode_error(std::move(error));
   send(final.command, proto::encode(proto::JobEnd{job.job_id, job.delivery}),
        std::move(final.payload));
@@ -576,7 +617,7 @@ void WorkerRuntime::Impl::start_job_run(const proto::JobHeader& job, proto::Requ
   }
   RunningJob& running = jobs_[job.job_id];
   running.delivery = job.delivery;
-  running.forwarder = std::make_unique<JobForwarder>(*this, job.job_id, job.delivery);
+  running.forwarder = std::make_unique<JobForwarder>(*this, job.job_id, job.delivery, request);
   JobContext context{loop_,   launcher_,         breakers_,       random_,
                      config_, &health_reporter_, job.open_targets};
   // The job header decides whether chunks go out (the broker copies Submit.stream into it);

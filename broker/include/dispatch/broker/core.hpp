@@ -22,6 +22,7 @@
 #include "dispatch/broker/detail/job.hpp"
 #include "dispatch/broker/health.hpp"
 #include "dispatch/broker/identity.hpp"
+#include "dispatch/broker/metrics.hpp"
 #include "dispatch/broker/quota.hpp"
 #include "dispatch/broker/rate_limiter.hpp"
 #include "dispatch/broker/transport.hpp"
@@ -95,6 +96,11 @@ class BrokerCore {
   protocol::StatusReply status_for(const Peer& asker) const;
   const std::string& broker_id() const noexcept { return broker_id_; }
   const BrokerCounters& counters() const noexcept { return counters_; }
+  // Prometheus metrics to count into (nullptr: none). Not owned; outlives the core. Gauges of
+  // the worker registry and the quota rows are sampled on the tick and here.
+  void set_metrics(BrokerMetrics* metrics);
+  // Samples the sampled gauges now (a scrape right after a change sees it; tests).
+  void sample_metrics();
 
   std::size_t queued() const noexcept { return queued_total_; }
   std::size_t running() const noexcept { return running_total_; }
@@ -299,6 +305,7 @@ class BrokerCore {
   RateLimiter identity_replies_;
   RateLimiter identity_log_;
   BrokerCounters counters_;
+  BrokerMetrics* metrics_ = nullptr;
 };
 
 // Routing ids are binary; logs show them as hex.

@@ -79,6 +79,8 @@ class BrokerServer final : private Transport {
   void on_reload(std::function<void(BrokerCore&)> hook) { on_reload_ = std::move(hook); }
 
   const BrokerCore& core() const noexcept { return core_; }
+  // Count into `metrics` from now on (see BrokerCore::set_metrics).
+  void set_metrics(BrokerMetrics* metrics) { core_.set_metrics(metrics); }
   const OutboxStats& outbox_stats() const noexcept { return outbox_.stats(); }
 
  private:

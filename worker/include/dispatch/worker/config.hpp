@@ -81,6 +81,9 @@ struct WorkerConfig {
   // attempt may accumulate, and the largest non-streamed body it may buffer; over it the attempt
   // fails invalid_request / response_too_large.
   uint32_t max_response_bytes = 8u << 20;
+  // `worker.metrics_listen`: HOST:PORT of the Prometheus endpoint (GET /metrics); empty: off.
+  // dispatch-worker --metrics-listen overrides it.
+  std::string metrics_listen;
 
   const ProviderConfig* provider(const std::string& name) const {
     auto it = providers.find(name);

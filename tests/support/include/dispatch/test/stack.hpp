@@ -104,6 +104,8 @@ class Stack {
   ChildProcess& broker() { return *broker_; }
   const std::string& frontend() const { return frontend_; }
   const std::string& backend() const { return backend_; }
+  // http://HOST:PORT/metrics of a broker started with --metrics-listen ("" without).
+  const std::string& broker_metrics_url() const { return broker_metrics_url_; }
 
   // A broker status via a raw protocol exchange; nullopt when no answer within `timeout`.
   std::optional<protocol::StatusReply> status(
@@ -132,6 +134,7 @@ class Stack {
   std::vector<std::string> broker_args_;
   std::string frontend_;
   std::string backend_;
+  std::string broker_metrics_url_;
   std::vector<ChildProcess> workers_;
   std::vector<std::string> worker_logs_;
   int config_counter_ = 0;

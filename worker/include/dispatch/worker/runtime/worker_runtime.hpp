@@ -13,6 +13,7 @@
 #include "dispatch/protocol/broker_keys.hpp"
 #include "dispatch/worker/config.hpp"
 #include "dispatch/worker/runtime/termination_signals.hpp"
+#include "dispatch/worker/runtime/worker_metrics.hpp"
 
 namespace dispatch::worker {
 
@@ -44,6 +45,8 @@ struct RuntimeOptions {
   int send_high_water_mark = 100'000;
   // Where SIGTERM / SIGINT come from; tests force the fallback handler.
   TerminationSignals::Source signals = TerminationSignals::Source::signal_fd;
+  // Prometheus metrics to count into (nullptr: none); not owned, outlives the runtime.
+  WorkerMetrics* metrics = nullptr;
 };
 
 // Counters read from any thread while the runtime runs (for tests and diagnostics).
