@@ -10,6 +10,7 @@
 
 #include "dispatch/common/strings.hpp"
 #include "dispatch/common/time.hpp"
+#include "dispatch/common/trace.hpp"
 #include "dispatch/protocol/curve.hpp"
 #include "dispatch/protocol/peek.hpp"
 
@@ -536,6 +537,7 @@ void BrokerCore::admit(const Peer& peer, ClientKey client, detail::Owner owner,
   const auto timeout_ms = protocol::peek_request_timeout_ms(view(job.request));
   job.run_timeout = timeout_ms ? milliseconds(*timeout_ms) : config_.running_timeout;
   job.has_fallbacks = protocol::peek_array_length(view(job.request), "fallbacks").value_or(0) > 0;
+  start_trace(job, submit.traceparent);
   jobs_.emplace(job.id, std::move(owned));
   ++counters_.jobs_accepted;
   if (metrics_ != nullptr) metrics_->accepted();
@@ -546,6 +548,24 @@ void BrokerCore::admit(const Peer& peer, ClientKey client, detail::Owner owner,
               protocol::encode(protocol::Accepted{job.id, broker_id_, false}));
   enqueue(job, false);
   dispatch_provider(*job.queued_provider);
+}
+
+// The client's trace context when it is a valid W3C traceparent; otherwise (none, or one the
+// spec's parsing refuses, which the spec says to ignore) a fresh trace.
+void BrokerCore::start_trace(Job& job, std::string_view traceparent) {
+  TraceContext context;
+  if (auto parsed = parse_traceparent(traceparent)) {
+    context = std::move(parsed).value();
+  } else {
+    context = fresh_trace();
+    if (!traceparent.empty() && hostile_log_.allow(clock_.now())) {
+      spdlog::info("job {} trace {}: the client's traceparent is invalid ({}): a fresh trace",
+                   job.id, context.trace_id, parsed.error().message);
+    }
+  }
+  job.trace_id = context.trace_id;
+  job.traceparent = format_traceparent(context);
+  spdlog::debug("job {} trace {} accepted for {}", job.id, job.trace_id, job.provider);
 }
 
 detail::ClientKey BrokerCore::client_key_of(const Peer& peer, std::string_view tenant) {
@@ -601,8 +621,8 @@ void BrokerCore::on_cancel(const Peer& peer, const protocol::FrameView& message)
   // tenant). Ignored like a cancel of an unknown job, so that it tells nothing about the job.
   if (job.owner.key != peer.key) {
     if (identity_log_.allow(clock_.now())) {
-      spdlog::warn("cancel of job {} from {} ignored: another identity owns it", job.id,
-                   peer_text(peer));
+      spdlog::warn("cancel of job {} trace {} from {} ignored: another identity owns it", job.id,
+                   job.trace_id, peer_text(peer));
     }
     return;
   }
@@ -832,7 +852,9 @@ void BrokerCore::on_job_end(Worker& worker, const protocol::FrameView& message, 
     complete_job(*job, message.command, std::move(frames));
   } else {
     ++counters_.malformed_results;
-    if (hostile_log_.allow(clock_.now())) spdlog::warn("job {}: {}", job->id, recorded.error());
+    if (hostile_log_.allow(clock_.now())) {
+      spdlog::warn("job {} trace {}: {}", job->id, job->trace_id, recorded.error());
+    }
     // Clients only ever get payloads that decode: a broken one becomes our own error.
     fail_job(*job, ErrorKind::internal, "malformed_result",
              "worker " + worker.worker_id + " sent an undecodable " +
@@ -1017,7 +1039,9 @@ void BrokerCore::assign(Job& job, Worker& worker) {
   update_availability(worker);
   arm_run_deadline(job, clock_.now() + job.run_timeout + config_.running_grace);
 
-  protocol::JobHeader header{job.id, job.delivery, job.stream, {}};
+  protocol::JobHeader header{job.id, job.delivery, job.stream, {}, job.traceparent};
+  spdlog::debug("job {} trace {} delivery {} to worker {}", job.id, job.trace_id, job.delivery,
+                worker.worker_id);
   if (!health_.empty()) {
     header.open_targets =
         health_.open_keys(job.probe ? model_key(job.provider, job.model) : "", kMaxOpenTargets);
@@ -1066,8 +1090,10 @@ void BrokerCore::on_run_deadline(Job& job) {
     // without saying so). Ask it to stop, and give the answer one more grace to arrive.
     job.overdue = true;
     if (worker_log_.allow(clock_.now())) {
-      spdlog::warn("job {} delivery {} at worker {} passed its running deadline: cancelling",
-                   job.id, job.delivery, worker.worker_id);
+      spdlog::warn(
+          "job {} trace {} delivery {} at worker {} passed its running deadline: "
+          "cancelling",
+          job.id, job.trace_id, job.delivery, worker.worker_id);
     }
     arm_run_deadline(job, clock_.now() + config_.running_grace);
     send_worker(worker, make_frames(Command::cancel, protocol::encode(protocol::Cancel{job.id})));
@@ -1241,7 +1267,7 @@ detail::ProviderState* BrokerCore::requeue_or_end(Job& job, std::string_view los
   }
   ++counters_.redeliveries;
   if (metrics_ != nullptr) metrics_->redelivered();
-  spdlog::debug("job {} re-queued after delivery {}", job.id, job.delivery);
+  spdlog::debug("job {} trace {} re-queued after delivery {}", job.id, job.trace_id, job.delivery);
   enqueue(job, true);
   return job.queued_provider;
 }
@@ -1314,6 +1340,7 @@ void BrokerCore::complete_job(Job& job, Command command, Frames frames) {
   job.state = detail::JobState::finished;
   job.cancel_requested = false;
   job.finished_at = clock_.now();
+  spdlog::debug("job {} trace {} finished: {}", job.id, job.trace_id, protocol::to_string(command));
   if (job.counts != nullptr)
     ++(command == Command::result ? job.counts->succeeded : job.counts->failed);
   if (config_.result_keep > 0) job.final_frames = keep_frames(frames);
@@ -1332,7 +1359,8 @@ void BrokerCore::fail_job(Job& job, ErrorKind kind, std::string_view code, std::
   ++provider_counters(job.provider).failed;
   ++broker_errors_[error.code];
   if (metrics_ != nullptr) metrics_->job_ended(job.provider, job.model, protocol::to_string(kind));
-  spdlog::debug("job {} ends: {} ({})", job.id, protocol::to_string(kind), error.message);
+  spdlog::debug("job {} trace {} ends: {} ({})", job.id, job.trace_id, protocol::to_string(kind),
+                error.message);
   Frames frames =
       make_frames(Command::error, protocol::encode(protocol::JobEnd{job.id, job.delivery}),
                   protocol::encode(error));

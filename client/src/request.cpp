@@ -295,6 +295,12 @@ DispatchRequest& DispatchRequest::with_tenant(std::string tenant) & {
 }
 DISPATCH_RVALUE_BUILDER(with_tenant, std::string tenant, std::move(tenant))
 
+DispatchRequest& DispatchRequest::with_traceparent(std::string traceparent) & {
+  traceparent_ = std::move(traceparent);
+  return *this;
+}
+DISPATCH_RVALUE_BUILDER(with_traceparent, std::string traceparent, std::move(traceparent))
+
 #undef DISPATCH_RVALUE_BUILDER
 
 }  // namespace dispatch

@@ -18,6 +18,7 @@ DispatchResponse DispatchResponse::from_wire(protocol::Response response, std::s
   out.created_at = response.created_at;
   out.total_duration_ns = response.total_duration_ns;
   out.attempts = std::move(response.attempts);
+  out.cost_usd = response.cost_usd;
   out.skipped_events = response.skipped_events;
   out.job_id = std::move(job_id);
   return out;

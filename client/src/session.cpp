@@ -55,6 +55,7 @@ PreparedJob prepare_job(const SessionSettings& settings, std::string job_id,
       request.queue_timeout_ms() != 0 ? request.queue_timeout_ms() : settings.queue_timeout_ms;
   job.submit.stream = want_chunks;
   job.submit.tenant = request.tenant();
+  job.submit.traceparent = request.traceparent();
   if (want_chunks && !request.wire().stream) {
     protocol::Request streamed = request.wire();
     streamed.stream = true;

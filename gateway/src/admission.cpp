@@ -4,6 +4,7 @@
 #include <set>
 
 #include "dispatch/common/strings.hpp"
+#include "dispatch/common/trace.hpp"
 #include "dispatch/formats/anthropic.hpp"
 #include "dispatch/formats/json_text.hpp"
 #include "dispatch/formats/openai.hpp"
@@ -111,6 +112,13 @@ Result<Admission, HttpError> Admitter::admit(Api api, const ApiKey* key,
                       key != nullptr ? key->name : std::string(),
                       key != nullptr ? key->tenant : std::string()};
   if (chat->priority) admission.request.with_priority(*chat->priority);
+  if (headers.traceparent) {
+    if (auto trace = parse_traceparent(trim(*headers.traceparent))) {
+      admission.request.with_traceparent(format_traceparent(*trace));
+    } else {
+      admission.traceparent_problem = "traceparent ignored (" + trace.error().message + ")";
+    }
+  }
   return admission;
 }
 

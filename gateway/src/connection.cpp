@@ -36,10 +36,10 @@ std::optional<std::string_view> header_of(const http::request<http::string_body>
 }
 
 RequestHeaders headers_of(const http::request<http::string_body>& request) {
-  return RequestHeaders{header_of(request, "authorization"), header_of(request, "x-api-key"),
-                        header_of(request, "x-dispatch-fallbacks"),
-                        header_of(request, "x-dispatch-timeout-ms"),
-                        header_of(request, "x-dispatch-priority")};
+  return RequestHeaders{
+      header_of(request, "authorization"),        header_of(request, "x-api-key"),
+      header_of(request, "x-dispatch-fallbacks"), header_of(request, "x-dispatch-timeout-ms"),
+      header_of(request, "x-dispatch-priority"),  header_of(request, "traceparent")};
 }
 
 // The path of a request target, without the query and without a scheme and authority
@@ -278,6 +278,7 @@ void Connection::chat(Api api, bool keep_alive, bool http10) {
     spdlog::debug("refused a chat request from {}: {} {}", peer_, error.status, error.message);
     return reply(error_response(api, error, keep_alive, http10), error.status, keep_alive);
   }
+  if (!admission->traceparent_problem.empty()) warn(admission->traceparent_problem);
   start_job(api, std::move(*admission), keep_alive, http10);
 }
 

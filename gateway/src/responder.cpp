@@ -107,10 +107,11 @@ std::string JobResponder::stream_end(const DispatchResponse& response) {
   // An empty answer has sent nothing yet: the head and the opening events go out now.
   std::string out = head_sent_ ? std::string() : stream_piece(AnswerDelta{});
   // A comment line, which every SSE reader skips: what the job took, for people and logs.
-  std::string events =
-      fmt::format(": dispatch job={} answered_by={}/{} attempts={} resets={} splices={}\n\n",
-                  options_.job_id, response.provider, response.model, response.attempts.size(),
-                  splicer_.resets_after_send(), splicer_.splices());
+  // The cost, which the head could not carry (it went out before the answer), is here too.
+  std::string events = fmt::format(
+      ": dispatch job={} answered_by={}/{} attempts={} resets={} splices={}{}\n\n", options_.job_id,
+      response.provider, response.model, response.attempts.size(), splicer_.resets_after_send(),
+      splicer_.splices(), response.cost_usd ? fmt::format(" cost_usd={}", *response.cost_usd) : "");
   if (openai_) {
     openai_->finish(events, response);
   } else {
@@ -152,6 +153,9 @@ std::string JobResponder::whole_answer(const DispatchResponse& response) {
   head.headers.emplace_back("x-dispatch-provider", response.provider);
   head.headers.emplace_back("x-dispatch-model", response.model);
   head.headers.emplace_back("x-dispatch-attempts", std::to_string(response.attempts.size()));
+  if (response.cost_usd) {
+    head.headers.emplace_back("x-dispatch-cost-usd", fmt::format("{}", *response.cost_usd));
+  }
   std::string out = render_head(head);
   out += body;
   status_ = 200;

@@ -109,6 +109,7 @@ DISPATCH_FIELDS(Usage) {
   v("prompt_tokens", m.prompt_tokens);
   v("completion_tokens", m.completion_tokens);
   v("total_tokens", m.total_tokens);
+  v("cached_tokens", m.cached_tokens);
 }
 
 DISPATCH_FIELDS(Attempt) {
@@ -137,6 +138,7 @@ DISPATCH_FIELDS(Response) {
   v("total_duration_ns", m.total_duration_ns);
   v("attempts", m.attempts);
   v("skipped_events", m.skipped_events);
+  v("cost_usd", m.cost_usd);
 }
 
 DISPATCH_FIELDS(Error) {
@@ -178,6 +180,7 @@ DISPATCH_FIELDS(Submit) {
   v("stream", m.stream);
   v("tenant", m.tenant, kTenant);
   v("model", m.model);
+  v("traceparent", m.traceparent);
 }
 
 DISPATCH_FIELDS(Accepted) {
@@ -202,6 +205,7 @@ DISPATCH_FIELDS(JobHeader) {
   v("delivery", m.delivery, kRequired);
   v("stream", m.stream);
   v("open_targets", m.open_targets);
+  v("traceparent", m.traceparent);
 }
 
 DISPATCH_FIELDS(JobEnd) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core_fixture.hpp"
+#include "dispatch/common/trace.hpp"
 #include "dispatch/protocol/codec.hpp"
 
 namespace dispatch::broker {
@@ -49,6 +50,42 @@ TEST_F(CoreTest, JobCarriesRequestPayloadAndDeliveryOne) {
   EXPECT_EQ(header.delivery, 1u);
   EXPECT_TRUE(header.stream);
   EXPECT_EQ(jobs[0].payload(), request_payload("openai"));
+}
+
+// The job's W3C trace context reaches the worker: the client's when valid; otherwise (none, or
+// one the spec's parsing refuses, which is ignored, never rejected) a fresh trace.
+TEST_F(CoreTest, JobHeaderCarriesTheClientsTraceOrAFreshOne) {
+  const std::string given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const std::vector<std::pair<std::string, std::string>> submits = {
+      {"traced", given},
+      {"untraced", ""},
+      {"uppercase", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"},
+      {"zeros", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}};
+  for (const auto& [job_id, traceparent] : submits) {
+    protocol::Submit s{job_id, "openai", Priority::interactive, 0, false, {}};
+    s.traceparent = traceparent;
+    core_->on_frontend(
+        "c1", make_frames(Command::submit, protocol::encode(s), request_payload("openai")));
+  }
+  auto answers = take();
+  EXPECT_EQ(of(answers, Command::accepted, true).size(), 4u);  // none refused
+  ready("w1", "worker-1", 4);
+  auto to_worker = take();
+  std::map<std::string, std::string> sent;
+  for (const auto& job : of(to_worker, Command::job, false)) {
+    auto header = decode_or_die<protocol::JobHeader>(job.header());
+    sent[header.job_id] = header.traceparent;
+  }
+  ASSERT_EQ(sent.size(), 4u);
+  EXPECT_EQ(sent["traced"], given);
+  std::set<std::string> trace_ids;
+  for (const std::string job_id : {"untraced", "uppercase", "zeros"}) {
+    auto parsed = parse_traceparent(sent[job_id]);
+    ASSERT_TRUE(parsed) << job_id << ": " << sent[job_id];
+    EXPECT_NE(parsed->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    trace_ids.insert(parsed->trace_id);
+  }
+  EXPECT_EQ(trace_ids.size(), 3u);  // each its own trace
 }
 
 TEST_F(CoreTest, PriorityClassesAreServedInOrder) {

@@ -313,9 +313,22 @@ TEST(ProgressTest, Summary) {
             "batch summary: total 1000 | succeeded 940 | failed 40 | skipped 0 (already done) | "
             "invalid 20\n"
             "tokens: prompt 5000 | completion 7000 | total 12000\n"
+            "cost: unknown (no price for any of the 940 answers)\n"
             "wall time 2.00 s | 490.0 jobs/s\n");
   counters.incomplete = 3;
   EXPECT_NE(format_summary(counters).find("| incomplete 3"), std::string::npos);
+  counters.cost_usd = 0.0123456789;
+  counters.priced = 900;
+  EXPECT_NE(format_summary(counters).find("cost: 0.0123457 USD (900 of 940 answers priced)\n"),
+            std::string::npos);
+}
+
+TEST(BatchOutputTest, CostGoesUnderTheExtensionField) {
+  EXPECT_FALSE(json::parse(format_success_line(1, "t", sample_response())).contains("x_dispatch"));
+  auto response = sample_response();
+  response.cost_usd = 0.0000123;
+  const auto line = json::parse(format_success_line(1, "t", response));
+  EXPECT_DOUBLE_EQ(line["x_dispatch"]["cost_usd"].get<double>(), 0.0000123);
 }
 
 }  // namespace

@@ -66,6 +66,31 @@ TEST(AdmitterTest, AnAliasResolvesWithItsFallbacksAndTimeout) {
   EXPECT_FALSE(admission->stream);
 }
 
+TEST(AdmitterTest, AValidTraceparentTravelsAndAnInvalidOneIsIgnoredWithAReason) {
+  const Admitter admitter(GatewayConfig{});
+  const std::string body =
+      R"({"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]})";
+  RequestHeaders headers;
+  headers.traceparent = " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ";
+  auto traced = admitter.admit(Api::openai, nullptr, headers, body);
+  ASSERT_TRUE(traced.ok()) << traced.error().message;
+  EXPECT_EQ(traced->request.traceparent(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  EXPECT_EQ(traced->traceparent_problem, "");
+
+  headers.traceparent = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+  auto ignored = admitter.admit(Api::openai, nullptr, headers, body);
+  ASSERT_TRUE(ignored.ok()) << ignored.error().message;  // never a refusal, as the spec asks
+  EXPECT_EQ(ignored->request.traceparent(), "");         // the broker starts a fresh trace
+  EXPECT_NE(ignored->traceparent_problem.find("traceparent ignored (trace id"), std::string::npos)
+      << ignored->traceparent_problem;
+
+  auto none = admitter.admit(Api::openai, nullptr, {}, body);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->request.traceparent(), "");
+  EXPECT_EQ(none->traceparent_problem, "");
+}
+
 TEST(AdmitterTest, HeadersOverrideTheBodyExtensions) {
   const Admitter admitter(GatewayConfig{});
   RequestHeaders headers;

@@ -160,6 +160,62 @@ TEST_F(GatewayIntegrationTest, SplicedStreamOnTheWire) {
   EXPECT_NE(response->body.find("data: [DONE]\n\n"), std::string::npos);
 }
 
+// The first attempt in the fake provider's log for `model` whose traceparent has `trace_id`;
+// null when none does.
+json attempt_with_trace(Stack& stack, const std::string& model, const std::string& trace_id) {
+  for (const json& attempt : stack.fake_log(model)) {
+    if (attempt.value("traceparent", "").find(trace_id) != std::string::npos) return attempt;
+  }
+  return nullptr;
+}
+
+// A caller's `traceparent` reaches the provider (with the worker's span as the parent), an
+// invalid one is ignored (a fresh trace, as the spec asks), and the answer's cost comes back in
+// x-dispatch-cost-usd, priced by the worker's shipped table (gpt-4o-mini: 0.15 / 0.60 USD per
+// million input / output tokens).
+TEST_F(GatewayIntegrationTest, TraceparentReachesTheProviderAndTheCostComesBack) {
+  const std::string trace_id = "0af7651916cd43dd8448eb211c80319c";
+  const std::string body =
+      R"({"model":"openai/gpt-4o-mini","max_tokens":4,"messages":[{"role":"user","content":"trace me"}]})";
+  RawConnection client(open_->port());
+  client.send(post_request("/v1/chat/completions", body,
+                           "traceparent: 00-" + trace_id + "-b7ad6b7169203331-01\r\n"));
+  const auto response = client.read_response(std::chrono::seconds(20));
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  const json usage = json::parse(response->body)["usage"];
+  ASSERT_TRUE(response->headers.count("x-dispatch-cost-usd")) << response->body;
+  const double cost = std::stod(response->headers.at("x-dispatch-cost-usd"));
+  EXPECT_NEAR(cost,
+              (usage["prompt_tokens"].get<double>() * 0.15 +
+               usage["completion_tokens"].get<double>() * 0.60) /
+                  1e6,
+              1e-12);
+
+  const json attempt = attempt_with_trace(*stack_, "gpt-4o-mini", trace_id);
+  ASSERT_FALSE(attempt.is_null()) << stack_->fake_log("gpt-4o-mini").dump();
+  const std::string sent = attempt["traceparent"];
+  EXPECT_EQ(sent.size(), 55u) << sent;
+  EXPECT_EQ(sent.substr(0, 36), "00-" + trace_id + "-");
+  EXPECT_NE(sent.substr(36, 16), "b7ad6b7169203331");  // the worker's span, not the caller's
+  EXPECT_EQ(sent.substr(52), "-01");
+
+  // Uppercase hex is not a traceparent: the job runs, under a trace of its own.
+  const std::string bad_trace = "0AF7651916CD43DD8448EB211C80319D";
+  RawConnection second(open_->port());
+  second.send(post_request("/v1/chat/completions", body,
+                           "traceparent: 00-" + bad_trace + "-b7ad6b7169203331-01\r\n"));
+  const auto answered = second.read_response(std::chrono::seconds(20));
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->status, 200) << answered->body;
+  for (const json& seen : stack_->fake_log("gpt-4o-mini")) {
+    const std::string header = seen.value("traceparent", "");
+    if (header.empty()) continue;  // an SDK test's call straight to the fake provider
+    EXPECT_EQ(header.find("0af7651916cd43dd8448eb211c80319d"), std::string::npos) << header;
+    EXPECT_EQ(header.size(), 55u) << header;
+  }
+}
+
 TEST_F(GatewayIntegrationTest, AClientThatLeavesCancelsItsProviderCall) {
   const std::string model = "gpt-4o~chunk_delay_ms=300~tokens=41";
   RawConnection client(open_->port());

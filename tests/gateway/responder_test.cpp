@@ -82,6 +82,24 @@ TEST(JobResponderTest, WholeOpenAiAnswer) {
   EXPECT_EQ(responder.status(), 200);
 }
 
+TEST(JobResponderTest, CostGoesInTheHeadOfAWholeAnswerAndTheEndOfAStream) {
+  DispatchOutcome priced = success("Hi!");
+  priced.response->cost_usd = 0.000125;
+  JobResponder whole(options(Api::openai, false));
+  const auto [head, body] = split(whole.on_outcome(priced));
+  EXPECT_NE(head.find("\r\nx-dispatch-cost-usd: 0.000125\r\n"), std::string::npos) << head;
+  JobResponder unpriced(options(Api::openai, false));
+  EXPECT_EQ(unpriced.on_outcome(success("Hi!")).find("x-dispatch-cost-usd"), std::string::npos);
+
+  for (const Api api : {Api::openai, Api::anthropic}) {
+    JobResponder stream(options(api, true));
+    const std::string first = stream.on_event(chunk("Hi"));
+    EXPECT_EQ(first.find("x-dispatch-cost-usd"), std::string::npos);  // the head went out first
+    const std::string end = stream.on_outcome(priced);
+    EXPECT_NE(end.find(" splices=0 cost_usd=0.000125\n"), std::string::npos) << end;
+  }
+}
+
 TEST(JobResponderTest, WholeErrorsWithTheirStatusAndRetryAfter) {
   JobResponder responder(options(Api::anthropic, false));
   const auto [head, body] =

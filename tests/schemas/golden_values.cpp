@@ -254,6 +254,9 @@ std::vector<GoldenCase> golden_cases() {
   Submit submit_tenant = golden_submit_minimal();
   submit_tenant.tenant = "team-a";  // only a gateway identity may set it
   cases.push_back(make_case("submit_tenant", "Submit", "submit", "header", submit_tenant));
+  Submit submit_traced = golden_submit_minimal();
+  submit_traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  cases.push_back(make_case("submit_traceparent", "Submit", "submit", "header", submit_traced));
 
   Request minimal;
   minimal.provider = "ollama";
@@ -281,6 +284,9 @@ std::vector<GoldenCase> golden_cases() {
       make_case("job_header", "JobHeader", "job", "header", JobHeader{kJobId, 1, true, {}}));
   cases.push_back(make_case("job_header_open_targets", "JobHeader", "job", "header",
                             JobHeader{kJobId, 1, false, {"openai/gpt-4o-mini"}}));
+  cases.push_back(make_case(
+      "job_header_traceparent", "JobHeader", "job", "header",
+      JobHeader{kJobId, 1, false, {}, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}));
 
   Chunk content_chunk;
   content_chunk.job_id = kJobId;
@@ -305,6 +311,16 @@ std::vector<GoldenCase> golden_cases() {
   tool_response.total_duration_ns = 300000000;
   tool_response.attempts = {attempt("openai", "gpt-4o-mini", "ok", 200, "", "", 0, 290, "")};
   cases.push_back(make_case("response_tool_calls", "Response", "result", "payload", tool_response));
+  // gpt-4o-mini at 0.15 / 0.60 / 0.075 USD per million input / output / cached input tokens:
+  // (1200 - 1024) x 0.15 + 1024 x 0.075 + 80 x 0.60 = 150.0 per million = 0.00015 USD.
+  Response costed = tool_response;
+  costed.tool_calls.clear();
+  costed.content = "Paris.";
+  costed.usage = {1200, 80, 1280, 1024};
+  costed.finish_reason = "stop";
+  costed.raw_finish_reason = "stop";
+  costed.cost_usd = 0.00015;
+  cases.push_back(make_case("response_cost", "Response", "result", "payload", costed));
   cases.push_back(make_case("error", "Error", "error", "payload", golden_error()));
   Error deadline;
   deadline.kind = ErrorKind::timeout;

@@ -16,6 +16,7 @@
 #include "dispatch/cli/json_output.hpp"
 #include "dispatch/client.hpp"
 #include "dispatch/common/result.hpp"
+#include "dispatch/common/trace.hpp"
 #include "dispatch/protocol/broker_keys.hpp"
 
 namespace dispatch::cli {
@@ -50,6 +51,7 @@ struct ChatArgs {
   std::optional<uint32_t> retry_count;
   std::string system;
   std::string priority = "interactive";
+  std::string traceparent;  // W3C trace context; "" lets the broker start a trace
   bool json = false;
   std::string prompt;
 };
@@ -153,6 +155,7 @@ Result<DispatchRequest, std::string> build_chat_request(ChatArgs& args) {
   if (args.top_p) request.with_top_p(*args.top_p);
   if (args.timeout_ms) request.with_timeout_ms(*args.timeout_ms);
   if (args.retry_count) request.with_retry_count(*args.retry_count);
+  if (!args.traceparent.empty()) request.with_traceparent(args.traceparent);
   if (!args.fallbacks.empty()) {
     auto targets = parse_fallbacks(args.fallbacks);
     if (!targets) return std::move(targets).error();
@@ -398,6 +401,15 @@ CLI::App* add_chat_command(CLI::App& app, ChatArgs& chat) {
   cmd->add_option("--retry-count", chat.retry_count, "Retries per target (default 3)");
   cmd->add_option("--system", chat.system, "System prompt");
   cmd->add_option("--priority", chat.priority, "interactive (default), normal or batch");
+  cmd->add_option("--traceparent", chat.traceparent,
+                  "W3C trace context 00-<trace id>-<parent id>-<flags> the job joins (sent on to "
+                  "the provider; its trace id is in the broker's and worker's log lines)")
+      ->check(CLI::Validator(
+          [](const std::string& value) -> std::string {
+            auto parsed = parse_traceparent(value);
+            return parsed ? std::string() : "invalid traceparent: " + parsed.error().message;
+          },
+          "TRACEPARENT"));
   cmd->add_flag("--json", chat.json, "Print one JSON object (JSON lines with --stream)");
   cmd->add_option("prompt", chat.prompt, "The question ('-' reads stdin)")->required();
   return cmd;

@@ -70,6 +70,8 @@ std::string format_success_line(std::size_t line_number, const std::string& cust
               {"request_id", response.job_id},
               {"body", formats::chat_completion_body(response)}}},
             {"error", nullptr}};
+  // Our extension of the Batch API's line: what the answer cost, when the worker had a price.
+  if (response.cost_usd) line["x_dispatch"] = json{{"cost_usd", *response.cost_usd}};
   return dump_line(line) + "\n";
 }
 
@@ -174,10 +176,16 @@ std::string format_summary(const BatchCounters& c) {
       "invalid {}",
       c.total, c.succeeded, c.failed, c.skipped, c.invalid);
   if (c.incomplete != 0) out += fmt::format(" | incomplete {}", c.incomplete);
-  out += fmt::format(
-      "\ntokens: prompt {} | completion {} | total {}\nwall time {:.2f} s | {:.1f} jobs/s\n",
-      c.prompt_tokens, c.completion_tokens, c.prompt_tokens + c.completion_tokens,
-      c.elapsed_seconds, rate);
+  out += fmt::format("\ntokens: prompt {} | completion {} | total {}\n", c.prompt_tokens,
+                     c.completion_tokens, c.prompt_tokens + c.completion_tokens);
+  const std::size_t answers = c.succeeded;
+  if (c.priced == 0) {
+    out += fmt::format("cost: unknown (no price for any of the {} answers)\n", answers);
+  } else {
+    out +=
+        fmt::format("cost: {:.6g} USD ({} of {} answers priced)\n", c.cost_usd, c.priced, answers);
+  }
+  out += fmt::format("wall time {:.2f} s | {:.1f} jobs/s\n", c.elapsed_seconds, rate);
   return out;
 }
 

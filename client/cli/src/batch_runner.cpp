@@ -342,6 +342,10 @@ class BatchRunner {
     ++counters_.succeeded;
     counters_.prompt_tokens += response.usage.prompt_tokens;
     counters_.completion_tokens += response.usage.completion_tokens;
+    if (response.cost_usd) {
+      counters_.cost_usd += *response.cost_usd;
+      ++counters_.priced;
+    }
   }
 
   void record_failure(std::size_t line_number, const std::string& custom_id,

@@ -43,6 +43,7 @@ json response_to_json(const DispatchResponse& response) {
   if (!response.thinking.empty()) out["thinking"] = response.thinking;
   if (response.stream_resets != 0) out["stream_resets"] = response.stream_resets;
   if (response.stream_gap) out["stream_gap"] = true;
+  if (response.cost_usd) out["cost_usd"] = *response.cost_usd;
   return out;
 }
 

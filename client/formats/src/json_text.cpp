@@ -150,9 +150,14 @@ void append_json_string(std::string& out, std::string_view text) {
 }
 
 json usage_to_json(const protocol::Usage& usage) {
-  return json{{"prompt_tokens", usage.prompt_tokens},
-              {"completion_tokens", usage.completion_tokens},
-              {"total_tokens", usage.total_tokens}};
+  json out{{"prompt_tokens", usage.prompt_tokens},
+           {"completion_tokens", usage.completion_tokens},
+           {"total_tokens", usage.total_tokens}};
+  // OpenAI's shape for the cached part of the prompt; only when the provider reported one.
+  if (usage.cached_tokens != 0) {
+    out["prompt_tokens_details"] = json{{"cached_tokens", usage.cached_tokens}};
+  }
+  return out;
 }
 
 json tool_calls_to_openai(const std::vector<protocol::ToolCall>& calls) {

@@ -177,12 +177,21 @@ class DispatchRequest {
   // broker refuses a longer one, or one from any other identity, with invalid_request.
   DispatchRequest& with_tenant(std::string tenant) &;
   DispatchRequest&& with_tenant(std::string tenant) &&;
+  // The W3C trace context the job belongs to (Submit.traceparent,
+  // "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"): the worker sends it on to the
+  // provider (with its own span as the parent) and the broker's and the worker's log lines of
+  // the job carry its trace id. "" (the default): the broker starts a fresh trace. The broker
+  // ignores an invalid one (as the spec asks) and starts a fresh trace; check it first with
+  // dispatch::parse_traceparent (dispatch/common/trace.hpp) to refuse it instead.
+  DispatchRequest& with_traceparent(std::string traceparent) &;
+  DispatchRequest&& with_traceparent(std::string traceparent) &&;
 
   const protocol::Request& wire() const noexcept { return request_; }
   protocol::Request& wire() noexcept { return request_; }
   Priority priority() const noexcept { return priority_; }
   uint32_t queue_timeout_ms() const noexcept { return queue_timeout_ms_; }
   const std::string& tenant() const noexcept { return tenant_; }
+  const std::string& traceparent() const noexcept { return traceparent_; }
   const std::string& provider() const noexcept { return request_.provider; }
   const std::string& model() const noexcept { return request_.model; }
   bool stream() const noexcept { return request_.stream; }
@@ -192,6 +201,7 @@ class DispatchRequest {
   Priority priority_ = Priority::interactive;
   uint32_t queue_timeout_ms_ = 0;
   std::string tenant_;
+  std::string traceparent_;
 };
 
 }  // namespace dispatch

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,7 @@
 
 namespace dispatch {
 
-using Usage = protocol::Usage;      // prompt_tokens, completion_tokens, total_tokens
+using Usage = protocol::Usage;      // prompt, completion, total and cached tokens
 using Attempt = protocol::Attempt;  // one try of one target: outcome, status, duration
 using ToolCallDelta = protocol::ToolCallDelta;
 
@@ -28,6 +29,9 @@ struct DispatchResponse {
   int64_t created_at = 0;          // Unix seconds
   uint64_t total_duration_ns = 0;  // worker took the job -> answer complete
   std::vector<Attempt> attempts;   // every try, so a caller can see why a fallback happened
+  // What the answer cost in US dollars by the worker's price table, unrounded; absent when the
+  // table has no price for the provider type and model.
+  std::optional<double> cost_usd;
 
   // Client-side facts about this job.
   std::string job_id;

@@ -31,6 +31,7 @@ nlohmann::json to_json(const AttemptRecord& record) {
       {"completion_tokens", optional_json(record.completion_tokens)},
   };
   if (record.client_closed_ms) j["client_closed_ms"] = *record.client_closed_ms;
+  if (!record.traceparent.empty()) j["traceparent"] = record.traceparent;
   return j;
 }
 

@@ -387,6 +387,7 @@ class Server::Impl {
     record.path = std::string(request.target());
     record.model = model;
     record.header_directives = std::string(headers.get("x-fake-directives").value_or(""));
+    record.traceparent = std::string(headers.get("traceparent").value_or(""));
     record.stream = wire.wants_stream(body, headers);
     Exchange exchange(*this, socket, wire, request.keep_alive());
     exchange.begin(std::move(record));

@@ -386,9 +386,9 @@ class JobHarness {
   std::unique_ptr<JobRunner> start(protocol::Request request, RecordingListener& into,
                                    std::string job_id = "job-1") {
     const bool send_chunks = request.stream;
-    auto job = start_job(
-        JobContext{scheduler, launcher, breakers, random, config, &feedback, open_targets},
-        std::move(job_id), std::move(request), send_chunks, into);
+    auto job = start_job(JobContext{scheduler, launcher, breakers, random, config, &feedback,
+                                    open_targets, traceparent},
+                         std::move(job_id), std::move(request), send_chunks, into);
     scheduler.run_due();
     return job;
   }
@@ -402,6 +402,7 @@ class JobHarness {
   RecordingListener listener;
   RecordingFeedback feedback;
   std::vector<std::string> open_targets;  // as a job header from the broker lists them
+  std::string traceparent;                // JobHeader.traceparent
   std::unique_ptr<JobRunner> runner;
 };
 

@@ -252,6 +252,37 @@ TEST(AnthropicDecode, WholeBody) {
   EXPECT_EQ(d.request_id, "msg_2");
 }
 
+// Anthropic counts cache reads and writes apart from input_tokens: the prompt is all three,
+// the reads its cached part.
+TEST(AnthropicDecode, CacheReadsAndWritesArePartOfThePrompt) {
+  const std::string body = R"({"id":"msg_c","type":"message","model":"claude-x",
+    "content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":10,
+    "cache_creation_input_tokens":200,"cache_read_input_tokens":3000,"output_tokens":4}})";
+  const Decoded d = decode(adapter("anthropic"), false, 200, {}, body);
+  EXPECT_EQ(d.prompt_tokens, 3210u);
+  EXPECT_EQ(d.cached_tokens, 3000u);
+  EXPECT_EQ(d.completion_tokens, 4u);
+
+  const std::string stream =
+      "event: message_start\n"
+      R"(data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":5,"cache_read_input_tokens":700,"output_tokens":1}}})"
+      "\n\nevent: content_block_start\n"
+      R"(data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})"
+      "\n\nevent: content_block_delta\n"
+      R"(data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})"
+      "\n\nevent: content_block_stop\n"
+      R"(data: {"type":"content_block_stop","index":0})"
+      "\n\nevent: message_delta\n"
+      R"(data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}})"
+      "\n\nevent: message_stop\n"
+      R"(data: {"type":"message_stop"})"
+      "\n\n";
+  const Decoded streamed = decode(adapter("anthropic"), true, 200, {}, stream);
+  EXPECT_EQ(streamed.prompt_tokens, 705u);
+  EXPECT_EQ(streamed.cached_tokens, 700u);
+  EXPECT_EQ(streamed.completion_tokens, 9u);
+}
+
 // Found by fuzzing (tests/fuzz/corpus/adapters/crash-usage-1e42): converting a count beyond
 // uint64 to an integer was undefined behaviour. Such a count, or a block index, is ignored.
 TEST(AnthropicDecode, CountsBeyondUint64AreIgnored) {

@@ -171,8 +171,10 @@ class LauncherE2e : public ::testing::Test {
   }
 
   AttemptHandle start(const std::string& provider, const protocol::Request& request,
-                      const std::string& model, bool stream, Recorder& recorder) {
+                      const std::string& model, bool stream, Recorder& recorder,
+                      const std::string& traceparent = {}) {
     AttemptSpec spec;
+    spec.traceparent = traceparent;
     spec.request = &request;
     spec.target = {provider, model};
     spec.provider = config_.provider(provider);
@@ -267,6 +269,19 @@ TEST_P(EveryFormat, TextNonStreamAndStream) {
       EXPECT_EQ(r->deltas.size(), 1u);
     }
   }
+}
+
+// Every wire format carries the job's trace context as the W3C `traceparent` header.
+TEST_P(EveryFormat, TraceparentHeaderReachesTheProvider) {
+  const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-a3ce929d0e0e4736-01";
+  const std::string model = "traced-" + provider();
+  Recorder recorder;
+  start(provider(), text_request("hi"), model, false, recorder, traceparent);
+  ASSERT_TRUE(run_until([&] { return recorder.ends > 0; }));
+  ASSERT_TRUE(recorder.output) << recorder.describe();
+  const nlohmann::json log = fake_log(model);
+  ASSERT_EQ(log["attempts"].size(), 1u) << log.dump();
+  EXPECT_EQ(log["attempts"][0]["traceparent"], traceparent);
 }
 
 TEST_P(EveryFormat, ToolCallsAndResults) {

@@ -317,6 +317,26 @@ TEST(OpenAiDecode, WholeBody) {
   EXPECT_FALSE(d.finish_failure);
 }
 
+TEST(OpenAiDecode, CachedPromptTokens) {
+  const std::string body =
+      R"({"id":"chatcmpl-c","choices":[{"index":0,"message":{"role":"assistant",
+    "content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2006,"completion_tokens":300,
+    "total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0}}})";
+  const Decoded d = decode(adapter("openai"), false, 200, {}, body);
+  EXPECT_EQ(d.prompt_tokens, 2006u);  // cached tokens are part of the prompt
+  EXPECT_EQ(d.cached_tokens, 1920u);
+  // The usage chunk of a stream carries them the same way.
+  const std::string stream =
+      "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},"
+      "\"finish_reason\":\"stop\"}]}\n\n"
+      "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,"
+      "\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":32}}}\n\n"
+      "data: [DONE]\n\n";
+  const Decoded streamed = decode(adapter("openai"), true, 200, {}, stream);
+  EXPECT_EQ(streamed.prompt_tokens, 50u);
+  EXPECT_EQ(streamed.cached_tokens, 32u);
+}
+
 TEST(OpenAiDecode, StreamRequestAnsweredWithJsonIsDecodedWhole) {
   const std::string body =
       R"({"id":"x","choices":[{"message":{"content":"whole"},"finish_reason":"stop"}]})";

@@ -42,6 +42,7 @@ struct Decoded {
   std::map<uint32_t, protocol::ToolCall> tool_calls;  // assembled by index
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  uint64_t cached_tokens = 0;
   int usage_calls = 0;
   std::string finish;
   std::string raw_finish;
@@ -71,6 +72,7 @@ class RecordingListener final : public DecodeListener {
     decoded.completion_tokens = completion;
     ++decoded.usage_calls;
   }
+  void on_cached_tokens(uint64_t cached) override { decoded.cached_tokens = cached; }
   void on_finish(std::string_view normalised, std::string_view raw) override {
     decoded.finish = normalised;
     decoded.raw_finish = raw;

@@ -80,7 +80,9 @@ class Job final : public std::enable_shared_from_this<Job> {
         config_(context.config),
         feedback_(context.feedback),
         open_targets_(std::move(context.open_targets)),
+        trace_(job_trace_of(context.traceparent)),
         job_id_(std::move(job_id)),
+        log_id_(job_id_ + " trace " + trace_.trace_id),
         request_(std::move(request)),
         send_chunks_(send_chunks),
         listener_(listener) {}
@@ -116,6 +118,18 @@ class Job final : public std::enable_shared_from_this<Job> {
   uint32_t retry_limit(const PlannedTarget& planned) const {
     return std::min(request_.retry_count.value_or(policy_of(planned).retry_count),
                     kMaxRetriesPerTarget);
+  }
+  // What the answer cost by the price table: the requested model's price, else the price of the
+  // model the provider reported (a dated snapshot behind an alias); nullopt when neither has one.
+  std::optional<double> answer_cost(const PlannedTarget& planned, std::string_view reported_model,
+                                    const protocol::Usage& usage) const {
+    if (planned.provider == nullptr) return std::nullopt;
+    const std::string& type = planned.provider->type;
+    const Price* price = config_.prices.find(type, planned.target.model);
+    if (price == nullptr && !reported_model.empty())
+      price = config_.prices.find(type, reported_model);
+    if (price == nullptr) return std::nullopt;
+    return cost_usd(usage, *price);
   }
   bool is_current(uint64_t serial) const {
     return !finished_ && in_flight_ && in_flight_->serial == serial;
@@ -188,7 +202,9 @@ class Job final : public std::enable_shared_from_this<Job> {
   const WorkerConfig& config_;
   ProviderFeedback* const feedback_;
   const std::vector<std::string> open_targets_;
+  const JobTrace trace_;
   const std::string job_id_;
+  const std::string log_id_;  // "<job id> trace <trace id>": every log line of the job has both
   const protocol::Request request_;  // every attempt is sent exactly this request
   const bool send_chunks_;
   JobListener& listener_;
@@ -270,7 +286,7 @@ void Job::start() {
     finish_error(std::move(error));
     return;
   }
-  spdlog::debug("job {}: {} target(s), deadline {} ms", job_id_, targets_.size(), deadline_ms_);
+  spdlog::debug("job {}: {} target(s), deadline {} ms", log_id_, targets_.size(), deadline_ms_);
   try_current_target();
 }
 
@@ -293,7 +309,7 @@ void Job::cancel() {
 
 void Job::shutdown_silently() {
   if (finished_) return;
-  spdlog::debug("job {}: dropped while running; aborting silently", job_id_);
+  spdlog::debug("job {}: dropped while running; aborting silently", log_id_);
   finished_ = true;
   close_out();
 }
@@ -370,7 +386,7 @@ void Job::report_limits(const protocol::Target& target, const Failure& failure) 
 }
 
 void Job::skip_target(const PlannedTarget& planned, std::string outcome, std::string message) {
-  spdlog::debug("job {}: skipping {}: {}", job_id_, target_name(planned.target), message);
+  spdlog::debug("job {}: skipping {}: {}", log_id_, target_name(planned.target), message);
   protocol::Attempt record = make_record(planned.target, now(), std::move(outcome));
   record.message = std::move(message);
   attempts_.push_back(std::move(record));
@@ -387,10 +403,11 @@ void Job::launch(const PlannedTarget& planned, bool probe) {
   spec.provider = planned.provider;
   spec.stream_upstream = true;  // even for stream=false: the first-token and idle timers need it
   spec.connect_timeout_ms = policy.connect_timeout_ms;
+  spec.traceparent = trace_.provider_traceparent;
 
   const auto started = now();
   in_flight_ = InFlight{0, serial, index_, started, started, probe, false};
-  spdlog::debug("job {}: attempt {} on {}{}", job_id_, serial, target_name(planned.target),
+  spdlog::debug("job {}: attempt {} on {}{}", log_id_, serial, target_name(planned.target),
                 probe ? " (circuit probe)" : "");
   in_flight_->handle = launcher_.start(spec, *observers_.back());
   // A provider configured with `stream_upstream: false` sends the whole answer at once: there
@@ -478,6 +495,8 @@ void Job::attempt_complete(uint64_t serial, AttemptOutput output) {
   response.usage.prompt_tokens = output.usage.prompt_tokens;
   response.usage.completion_tokens = output.usage.completion_tokens;
   response.usage.total_tokens = output.usage.prompt_tokens + output.usage.completion_tokens;
+  response.usage.cached_tokens = output.usage.cached_tokens;
+  response.cost_usd = answer_cost(planned, output.model, response.usage);
   response.finish_reason = std::move(output.finish_reason);
   response.raw_finish_reason = std::move(output.raw_finish_reason);
   response.request_id = std::move(output.request_id);
@@ -487,7 +506,7 @@ void Job::attempt_complete(uint64_t serial, AttemptOutput output) {
       0, std::chrono::duration_cast<std::chrono::nanoseconds>(now() - started_).count()));
   response.skipped_events = output.skipped_events;
   response.attempts = attempts_;
-  spdlog::debug("job {}: answered by {} after {} attempt record(s)", job_id_,
+  spdlog::debug("job {}: answered by {} after {} attempt record(s)", log_id_,
                 target_name(planned.target), attempts_.size());
   finish_result(std::move(response));
 }
@@ -560,7 +579,7 @@ void Job::on_deadline() {
     error.provider = request_.provider;
     error.model = request_.model;
   }
-  spdlog::debug("job {}: deadline of {} ms reached", job_id_, deadline_ms_);
+  spdlog::debug("job {}: deadline of {} ms reached", log_id_, deadline_ms_);
   finish_error(std::move(error));
 }
 
@@ -570,7 +589,7 @@ void Job::handle_failure(const InFlight& attempt, Failure failure, std::vector<s
   const PlannedTarget planned = targets_[attempt.target_index];  // a copy: targets may reorder
   const PolicySettings& policy = policy_of(planned);
   record_health(attempt, planned, failure);
-  spdlog::debug("job {}: attempt on {} failed: {} status {} code '{}'", job_id_,
+  spdlog::debug("job {}: attempt on {} failed: {} status {} code '{}'", log_id_,
                 target_name(planned.target), protocol::to_string(failure.kind), failure.status,
                 failure.code);
 
@@ -688,7 +707,7 @@ std::optional<uint64_t> Job::plan_wait(const Failure& failure, const PolicySetti
 }
 
 void Job::emit_reset(std::string reason) {
-  spdlog::debug("job {}: stream reset at seq {}: {}", job_id_, next_seq_, reason);
+  spdlog::debug("job {}: stream reset at seq {}: {}", log_id_, next_seq_, reason);
   chunks_visible_ = false;
   protocol::StreamReset reset;
   reset.job_id = job_id_;
@@ -776,7 +795,7 @@ void Job::finish_error(protocol::Error error) {
   finished_ = true;
   close_out();
   error.attempts = attempts_;
-  spdlog::debug("job {}: failed: {} ({})", job_id_, protocol::to_string(error.kind), error.code);
+  spdlog::debug("job {}: failed: {} ({})", log_id_, protocol::to_string(error.kind), error.code);
   listener_.on_error(std::move(error));  // last statement: the listener may drop the job
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <optional>
 #include <unordered_map>
 
 #include "adapter_common.hpp"
@@ -28,6 +29,21 @@ const AdapterDescriptor kDescriptor{
     .default_model = "claude-3-5-haiku-latest",
     .base_url_from_env = nullptr,
 };
+
+// Anthropic counts cache reads and cache writes apart from input_tokens: the prompt is all
+// three, and the reads are the cached part (billed at the cached-input price).
+struct PromptUsage {
+  uint64_t prompt = 0;
+  uint64_t cached = 0;
+};
+template <class JsonT>
+std::optional<PromptUsage> prompt_usage(const JsonT& usage) {
+  const std::optional<uint64_t> input = json_uint(usage, "input_tokens");
+  if (!input) return std::nullopt;
+  const uint64_t read = json_uint(usage, "cache_read_input_tokens").value_or(0);
+  const uint64_t written = json_uint(usage, "cache_creation_input_tokens").value_or(0);
+  return PromptUsage{*input + read + written, read};
+}
 
 // ---- request --------------------------------------------------------------------------------
 
@@ -300,8 +316,9 @@ class AnthropicDecoder final : public DecoderBase {
       listener.on_finish(normalise_finish_reason(raw), raw);
     }
     if (const Json* usage = json_object(body, "usage")) {
-      listener.on_usage(json_uint(*usage, "input_tokens").value_or(0),
-                        json_uint(*usage, "output_tokens").value_or(0));
+      const PromptUsage prompt = prompt_usage(*usage).value_or(PromptUsage{});
+      listener.on_usage(prompt.prompt, json_uint(*usage, "output_tokens").value_or(0));
+      listener.on_cached_tokens(prompt.cached);
     }
     return {};
   }
@@ -385,9 +402,12 @@ class AnthropicDecoder final : public DecoderBase {
     }
     listener.on_metadata(json_string(*message, "id"), json_string(*message, "model"), 0);
     if (const JsonValue* usage = json_object(*message, "usage")) {
-      input_tokens_ = json_uint(*usage, "input_tokens").value_or(0);
+      const PromptUsage prompt = prompt_usage(*usage).value_or(PromptUsage{});
+      input_tokens_ = prompt.prompt;
+      cached_tokens_ = prompt.cached;
       output_tokens_ = json_uint(*usage, "output_tokens").value_or(0);
       listener.on_usage(input_tokens_, output_tokens_);
+      listener.on_cached_tokens(cached_tokens_);
     }
   }
 
@@ -399,9 +419,13 @@ class AnthropicDecoder final : public DecoderBase {
     }
     if (const JsonValue* usage = json_object(data, "usage")) {
       // output_tokens is cumulative; newer API versions repeat input_tokens here too.
-      input_tokens_ = json_uint(*usage, "input_tokens").value_or(input_tokens_);
+      if (auto prompt = prompt_usage(*usage)) {
+        input_tokens_ = prompt->prompt;
+        cached_tokens_ = prompt->cached;
+      }
       output_tokens_ = json_uint(*usage, "output_tokens").value_or(output_tokens_);
       listener.on_usage(input_tokens_, output_tokens_);
+      listener.on_cached_tokens(cached_tokens_);
     }
   }
 
@@ -479,6 +503,7 @@ class AnthropicDecoder final : public DecoderBase {
 
   SseParser parser_;
   uint64_t input_tokens_ = 0;
+  uint64_t cached_tokens_ = 0;
   uint64_t output_tokens_ = 0;
   uint32_t next_tool_ordinal_ = 0;
   std::unordered_map<uint64_t, ToolBlock> tool_blocks_;  // by content block index

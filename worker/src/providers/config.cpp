@@ -91,8 +91,9 @@ class ConfigParser {
       return config;
     }
     expect_map(root, "(top level)");
-    check_keys(root, "", {"broker", "defaults", "providers", "worker"});
+    check_keys(root, "", {"broker", "defaults", "providers", "worker", "prices", "prices_file"});
     parse_broker(root["broker"], config.broker);
+    parse_prices(root, config);
     parse_worker(root["worker"], config);
     const YAML::Node defaults = root["defaults"];
     parse_defaults(defaults, config);
@@ -133,6 +134,18 @@ class ConfigParser {
     read_nonempty("endpoint", settings.endpoint);
     read_nonempty("public_key_file", settings.public_key_file);
     read_nonempty("secret_key_file", settings.secret_key_file);
+  }
+
+  void parse_prices(const YAML::Node& root, WorkerConfig& config) const {
+    if (YAML::Node n = root["prices_file"]) {
+      config.prices_file = std::string(trim(read_string(n, "prices_file")));
+      if (config.prices_file.empty()) fail("prices_file", "empty (remove the key for the default)");
+    }
+    if (YAML::Node n = root["prices"]; n && !n.IsNull()) {
+      auto entries = parse_price_entries(n, source_, "prices");
+      if (!entries) throw ConfigError(entries.error());
+      config.price_overrides = std::move(entries).value();
+    }
   }
 
   void parse_worker(const YAML::Node& worker, WorkerConfig& config) const {
@@ -628,8 +641,37 @@ WorkerConfig load_config(const std::string& path, const Environment& env) {
       }
     }
   }
+  load_prices(config, path);
   for (const std::string& warning : config_warnings(config)) spdlog::warn("{}", warning);
   return config;
+}
+
+void load_prices(WorkerConfig& config, const std::string& config_path) {
+  std::string file = config.prices_file;
+  if (!file.empty() && std::filesystem::path(file).is_relative() && !config_path.empty()) {
+    file = (std::filesystem::path(config_path).parent_path() / file).string();
+  }
+  if (file.empty()) {
+    if (auto found = find_default_price_file()) file = *found;
+  }
+  PriceTable table;
+  if (file.empty()) {
+    spdlog::warn(
+        "no price table found (the worker looks in ../share/llm-dispatcher/ next to its "
+        "executable, then {}): results carry cost_usd only for the config's prices:",
+        DISPATCH_PRICES_INSTALL_PATH);
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw ConfigError(fmt::format("{}: cannot open: {}", file, std::strerror(errno)));
+    std::ostringstream text;
+    text << in.rdbuf();
+    auto parsed = parse_price_file(text.str(), file);
+    if (!parsed) throw ConfigError(parsed.error());
+    table = std::move(parsed).value();
+    spdlog::info("price table {} (dated {}): {} price(s)", file, table.date, table.size());
+  }
+  table.merge(config.price_overrides);
+  config.prices = std::move(table);
 }
 
 }  // namespace dispatch::worker

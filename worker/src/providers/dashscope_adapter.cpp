@@ -214,6 +214,9 @@ class DashScopeDecoder final : public DecoderBase {
     if (const JsonT* usage = json_object(body, "usage")) {
       listener.on_usage(json_uint(*usage, "input_tokens").value_or(0),
                         json_uint(*usage, "output_tokens").value_or(0));
+      if (const JsonT* details = json_object(*usage, "prompt_tokens_details")) {
+        listener.on_cached_tokens(json_uint(*details, "cached_tokens").value_or(0));
+      }
     }
     // The string "null" means the answer goes on; there is no other end marker.
     if (!finish_reason.empty() && finish_reason != "null") {

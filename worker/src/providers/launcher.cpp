@@ -156,6 +156,9 @@ class ProviderAttemptLauncher::Attempt final : public TransferListener, public D
     output_.usage.completion_tokens = completion_tokens;
     output_.usage.total_tokens = prompt_tokens + completion_tokens;
   }
+  void on_cached_tokens(uint64_t cached_tokens) override {
+    output_.usage.cached_tokens = cached_tokens;
+  }
   void on_finish(std::string_view normalised, std::string_view raw) override {
     output_.finish_reason = normalised;
     output_.raw_finish_reason = raw;
@@ -332,6 +335,9 @@ AttemptHandle ProviderAttemptLauncher::start(const AttemptSpec& spec, AttemptLis
   if (!built) {
     attempt.fail_later(std::move(built).error());
     return handle;
+  }
+  if (!spec.traceparent.empty()) {
+    built.value().http.headers.push_back({"traceparent", spec.traceparent});
   }
   attempt.prepare(*provider, *adapter, std::move(built).value(), stream, spec.connect_timeout_ms);
   ProviderSlots& slots = slots_[provider->name];

@@ -231,6 +231,10 @@ class OpenAiDecoder final : public DecoderBase {
     if (const JsonT* usage = json_object(body, "usage")) {
       listener.on_usage(json_uint(*usage, "prompt_tokens").value_or(0),
                         json_uint(*usage, "completion_tokens").value_or(0));
+      // A subset of prompt_tokens, billed at the cached-input price.
+      if (const JsonT* details = json_object(*usage, "prompt_tokens_details")) {
+        listener.on_cached_tokens(json_uint(*details, "cached_tokens").value_or(0));
+      }
     }
   }
 

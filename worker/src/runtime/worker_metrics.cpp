@@ -54,6 +54,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
                          .Name("dispatch_output_tokens_total")
                          .Help("Completion tokens of answered jobs, by answering target")
                          .Register(registry)),
+      cost_usd_(BuildCounter()
+                    .Name("dispatch_cost_usd_total")
+                    .Help("Cost in US dollars of answered jobs with a known price (cost_usd), by "
+                          "answering target")
+                    .Register(registry)),
       retries_(BuildCounter()
                    .Name("dispatch_retries_total")
                    .Help("Attempts that retried the target of the attempt before")
@@ -91,6 +96,7 @@ WorkerMetrics::TargetSeries& WorkerMetrics::target(std::string_view provider,
   series.first_token = &first_token_.Add(labels, metrics::latency_buckets());
   series.input_tokens = &input_tokens_.Add(labels);
   series.output_tokens = &output_tokens_.Add(labels);
+  series.cost_usd = &cost_usd_.Add(labels);
   series.retries = &retries_.Add(labels);
   series.fallbacks = &fallbacks_.Add(labels);
   if (targets_.size() >= kMaxCached) targets_.clear();
@@ -144,6 +150,7 @@ void WorkerMetrics::job_succeeded(const protocol::Response& response,
   if (first_token) series.first_token->Observe(seconds(*first_token));
   series.input_tokens->Increment(static_cast<double>(response.usage.prompt_tokens));
   series.output_tokens->Increment(static_cast<double>(response.usage.completion_tokens));
+  if (response.cost_usd) series.cost_usd->Increment(*response.cost_usd);
   count_attempts(response.attempts);
   observe_overhead(response.attempts, held);
 }

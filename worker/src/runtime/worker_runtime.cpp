@@ -12,6 +12,7 @@
 #include "dispatch/common/random.hpp"
 #include "dispatch/common/strings.hpp"
 #include "dispatch/common/time.hpp"
+#include "dispatch/common/trace.hpp"
 #include "dispatch/worker/providers/adapter.hpp"
 #include "final_message.hpp"
 #include "worker_runtime_impl.hpp"
@@ -598,7 +599,8 @@ void WorkerRuntime::Impl::handle_job(std::string_view header_bytes, std::string_
 }
 
 void WorkerRuntime::Impl::refuse_job(const proto::JobHeader& job, proto::Error error) {
-  spdlog::info("job {}: refused: {} ({})", job.job_id, error.message, error.code);
+  spdlog::info("job {} trace {}: refused: {} ({})", job.job_id, trace_id_of(job.traceparent),
+               error.message, error.code);
   if (options_.metrics != nullptr) {
     options_.metrics->job_failed(error, error.provider, error.model, std::chrono::nanoseconds{0});
   }
@@ -618,8 +620,8 @@ void WorkerRuntime::Impl::start_job_run(const proto::JobHeader& job, proto::Requ
   RunningJob& running = jobs_[job.job_id];
   running.delivery = job.delivery;
   running.forwarder = std::make_unique<JobForwarder>(*this, job.job_id, job.delivery, request);
-  JobContext context{loop_,   launcher_,         breakers_,       random_,
-                     config_, &health_reporter_, job.open_targets};
+  JobContext context{loop_,   launcher_,         breakers_,        random_,
+                     config_, &health_reporter_, job.open_targets, job.traceparent};
   // The job header decides whether chunks go out (the broker copies Submit.stream into it);
   // Request.stream is the client's note of the same wish.
   running.runner =

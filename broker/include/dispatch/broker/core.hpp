@@ -142,6 +142,8 @@ class BrokerCore {
               protocol::ClientCounters* counts = nullptr);
   void admit(const Peer& peer, ClientKey client, detail::Owner owner,
              protocol::ClientCounters* counts, protocol::Submit submit, zmq::message_t& payload);
+  // The job's trace: the client's traceparent when valid, else a fresh one (logged).
+  void start_trace(Job& job, std::string_view traceparent);
   // Who a submit from `peer` for `tenant` is charged to (see detail::ClientKey).
   static ClientKey client_key_of(const Peer& peer, std::string_view tenant);
   // The status counters of `owner` (created on first use, bounded); nullptr when it has no

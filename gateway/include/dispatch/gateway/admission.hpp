@@ -24,9 +24,10 @@ namespace dispatch::gateway {
 struct RequestHeaders {
   std::optional<std::string_view> authorization;
   std::optional<std::string_view> x_api_key;
-  std::optional<std::string_view> fallbacks;   // x-dispatch-fallbacks: "p/m, p/m" ("" = none)
-  std::optional<std::string_view> timeout_ms;  // x-dispatch-timeout-ms
-  std::optional<std::string_view> priority;    // x-dispatch-priority
+  std::optional<std::string_view> fallbacks;      // x-dispatch-fallbacks: "p/m, p/m" ("" = none)
+  std::optional<std::string_view> timeout_ms;     // x-dispatch-timeout-ms
+  std::optional<std::string_view> priority;       // x-dispatch-priority
+  std::optional<std::string_view> traceparent{};  // W3C trace context, passed on with the job
 };
 
 struct Admission {
@@ -36,6 +37,10 @@ struct Admission {
   protocol::Target target;  // the primary target
   std::string key_name;     // "" without keys
   std::string tenant;       // the key's tenant, "" without keys
+  // Why the request's traceparent was ignored ("" when it had none or it was valid). The W3C
+  // spec asks a receiver to ignore an invalid one and start a fresh trace, which the broker
+  // does; the gateway only logs it.
+  std::string traceparent_problem{};
 };
 
 class Admitter {

@@ -60,6 +60,9 @@ struct Submit {
   // The Request's model, for limits keyed `provider/model` and shared provider health. Empty
   // (an older client): only the provider's keys apply.
   std::string model{};
+  // W3C trace context of the job ("00-<trace id>-<parent id>-<flags>", see
+  // dispatch/common/trace.hpp). Empty or invalid: the broker starts a fresh trace.
+  std::string traceparent{};
 
   bool operator==(const Submit&) const = default;
 };
@@ -97,6 +100,9 @@ struct JobHeader {
   // worker skips them without a call (attempt outcome circuit_open) and goes to the next
   // target. Empty in the usual case.
   std::vector<std::string> open_targets;
+  // The job's W3C trace context: the client's, or one the broker started. The worker logs its
+  // trace id and sends providers a traceparent with its own span id as the parent id.
+  std::string traceparent{};
 
   bool operator==(const JobHeader&) const = default;
 };

@@ -113,6 +113,9 @@ struct Usage {
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
   uint64_t total_tokens = 0;  // always prompt + completion
+  // Of prompt_tokens, those the provider read from its prompt cache (billed at its cached-input
+  // price), where the provider reports them; 0 otherwise.
+  uint64_t cached_tokens = 0;
 
   bool operator==(const Usage&) const = default;
 };
@@ -148,6 +151,9 @@ struct Response {
   uint64_t total_duration_ns = 0;  // worker took the job -> answer complete
   std::vector<Attempt> attempts;
   uint32_t skipped_events = 0;  // malformed stream events skipped in the answering attempt
+  // What the answering attempt cost in US dollars (usage x the worker's price table),
+  // unrounded; absent when the table has no price for the provider type and model.
+  std::optional<double> cost_usd{};
 
   bool operator==(const Response&) const = default;
 };

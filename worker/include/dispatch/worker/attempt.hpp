@@ -20,6 +20,7 @@ struct AttemptSpec {
   const ProviderConfig* provider = nullptr;
   bool stream_upstream = true;  // ask the provider for a stream (policy timers need it)
   uint32_t connect_timeout_ms = 5000;
+  std::string traceparent;  // sent as the `traceparent` header when not empty
 };
 
 // What a finished attempt produced (the policy turns it into a Response or a failure).

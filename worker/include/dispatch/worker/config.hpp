@@ -11,6 +11,7 @@
 
 #include "dispatch/protocol/types.hpp"
 #include "dispatch/worker/http.hpp"
+#include "dispatch/worker/prices.hpp"
 
 namespace dispatch::worker {
 
@@ -84,6 +85,12 @@ struct WorkerConfig {
   // `worker.metrics_listen`: HOST:PORT of the Prometheus endpoint (GET /metrics); empty: off.
   // dispatch-worker --metrics-listen overrides it.
   std::string metrics_listen;
+  // `prices_file:` replaces the shipped price table (a path relative to the config file);
+  // `prices:` entries (type -> model -> price) add to it or override it. load_config resolves
+  // both into `prices`, which gives each result its cost_usd (README.md, "Cost").
+  std::string prices_file;
+  PriceTable price_overrides;
+  PriceTable prices;
 
   const ProviderConfig* provider(const std::string& name) const {
     auto it = providers.find(name);
@@ -114,6 +121,12 @@ class ProcessEnvironment final : public Environment {
 WorkerConfig load_config(const std::string& path, const Environment& env);
 WorkerConfig parse_config(const std::string& yaml_text, const std::string& source_name,
                           const Environment& env);
+
+// Resolves config.prices: the table of `prices_file` (relative to `config_path`'s directory),
+// else the shipped one (find_default_price_file; none found: a warning and an empty table),
+// then `price_overrides` over it. Throws ConfigError for a file that cannot be read or parsed.
+// load_config calls it.
+void load_prices(WorkerConfig& config, const std::string& config_path);
 
 // Problems that do not stop a worker but fail its jobs: one line per provider that needs an API
 // key and has none (its variable unset or empty), naming the provider and the variable, never a

@@ -120,6 +120,10 @@ struct Job {
   // The Request lists fallbacks: when its first target's circuit is open for the fleet it goes
   // to a worker anyway, which skips that target (JobHeader.open_targets).
   bool has_fallbacks = false;
+  // Its W3C trace context (the client's, or a fresh one): sent on in JobHeader.traceparent, and
+  // trace_id is in every log line about the job.
+  std::string traceparent;
+  std::string trace_id;
   std::optional<uint64_t> tokens;  // the quota estimate, computed when first needed
 
   // Quotas while running: what it reserved, the usage of its answer when the answer came from

@@ -67,6 +67,8 @@ struct BatchCounters {
   std::size_t in_flight = 0;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  double cost_usd = 0;     // sum of the answers' cost_usd
+  std::size_t priced = 0;  // answers that had a cost_usd (the others had no price)
   double elapsed_seconds = 0;
 
   std::size_t finished() const { return succeeded + failed + skipped + invalid + incomplete; }

@@ -23,6 +23,7 @@ struct AttemptRecord {
   std::string path;
   std::string model;  // full model string, directives included
   std::string header_directives;
+  std::string traceparent;  // the request's W3C `traceparent` header, "" when it had none
   bool stream = false;
   std::string outcome = "pending";
   int status = 0;  // 0 until a status line is sent (and for reset / hang)

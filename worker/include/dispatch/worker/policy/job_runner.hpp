@@ -95,7 +95,20 @@ struct JobContext {
   ProviderFeedback* feedback = nullptr;  // optional
   // "provider/model" targets the broker holds open for the fleet (JobHeader.open_targets).
   std::vector<std::string> open_targets = {};
+  // JobHeader.traceparent: the job's W3C trace context (see job_trace_of()).
+  std::string traceparent = {};
 };
+
+// A job's place in its W3C trace: the trace id every log line of the job carries, and the
+// `traceparent` header sent to providers, whose parent id is this worker's own span id for the
+// job (the spec's rule for a hop: the trace id stays, the parent id becomes ours).
+struct JobTrace {
+  std::string trace_id;
+  std::string provider_traceparent;
+};
+// From the job header's traceparent. Empty or invalid (an older or a broken broker): a fresh
+// trace, so that the worker's lines and the provider still share one.
+JobTrace job_trace_of(std::string_view traceparent);
 
 class JobRunner {
  public:

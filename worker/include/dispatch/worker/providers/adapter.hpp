@@ -35,6 +35,9 @@ class DecodeListener {
   virtual void on_tool_call(const protocol::ToolCallDelta& delta) = 0;  // assembled by index
   // Cumulative counts; the last call wins. total = prompt + completion is derived by the caller.
   virtual void on_usage(uint64_t prompt_tokens, uint64_t completion_tokens) = 0;
+  // Of the prompt tokens, those read from the provider's prompt cache (cumulative, the last
+  // call wins), for the formats that report them.
+  virtual void on_cached_tokens(uint64_t /*cached_tokens*/) {}
   virtual void on_finish(std::string_view normalised, std::string_view raw) = 0;
   virtual void on_metadata(std::string_view request_id, std::string_view model,
                            int64_t created_at_unix_s) = 0;

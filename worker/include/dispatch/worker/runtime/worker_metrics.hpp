@@ -2,7 +2,7 @@
 
 // The worker's Prometheus metrics (README, "Metrics"): jobs by answering provider/model and
 // outcome, attempts, retries, fallbacks, stream resets, time to first token, total duration,
-// the worker's own added time, tokens in and out. Fed from each job's final Response or Error
+// the worker's own added time, tokens in and out, cost. Fed from each job's final Response or Error
 // on the event loop thread; read by the metrics endpoint's thread (prometheus-cpp metrics are
 // thread-safe).
 
@@ -49,6 +49,7 @@ class WorkerMetrics {
     prometheus::Histogram* first_token = nullptr;
     prometheus::Counter* input_tokens = nullptr;
     prometheus::Counter* output_tokens = nullptr;
+    prometheus::Counter* cost_usd = nullptr;
     prometheus::Counter* retries = nullptr;
     prometheus::Counter* fallbacks = nullptr;
   };
@@ -68,6 +69,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Histogram>& first_token_;
   prometheus::Family<prometheus::Counter>& input_tokens_;
   prometheus::Family<prometheus::Counter>& output_tokens_;
+  prometheus::Family<prometheus::Counter>& cost_usd_;
   prometheus::Family<prometheus::Counter>& retries_;
   prometheus::Family<prometheus::Counter>& fallbacks_;
   prometheus::Gauge* running_;
