@@ -341,14 +341,18 @@ TEST(ClientEngineTest, SilentBrokerMakesTheClientReconnectOnANewSocket) {
 TEST(ClientEngineTest, BrokerRestartMakesTheClientResubmit) {
   FakeBroker broker("instance-1");
   std::atomic<bool> restarted{false};
+  std::atomic<int> handled{0};
   broker.set_on_submit([&](FakeBroker& b, const FakeBroker::Submitted& job) {
     b.accept(job);
     if (restarted)
       b.send_result(job.route, job.submit.job_id, FakeBroker::echo_response(job.request));
+    ++handled;
   });
   Client client(fast_options(broker));
   auto pending = client.dispatch_async(hello());
-  ASSERT_TRUE(FakeBroker::eventually([&] { return broker.submit_count() == 1; }));
+  // Handled, not merely counted: the count goes up before the callback runs, and a callback
+  // that read `restarted` after the flip below would answer the first submission.
+  ASSERT_TRUE(FakeBroker::eventually([&] { return handled.load() == 1; }));
   restarted = true;
   broker.set_broker_id("instance-2");  // the next heartbeat reply names a new instance
   EXPECT_EQ(pending.get().content, "echo: Hello there");

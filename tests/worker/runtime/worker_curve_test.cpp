@@ -1,11 +1,13 @@
 // dispatch-worker against a CURVE broker stand-in (the client tests' FakeBroker as a CURVE
 // server with a ZAP handler): a refused worker logs why and keeps retrying, so a key allowed
 // later (the broker's SIGHUP) lets it in without a restart; the secret key never reaches a log.
+// Also how it stops when the broker is gone: a second SIGTERM ends the final wait at once.
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -112,6 +114,35 @@ TEST(WorkerCurve, TheWrongBrokerKeyIsLoggedAsSuch) {
       << dispatch::test::read_text_file(log);
   EXPECT_TRUE(worker.running());
   EXPECT_TRUE(broker.peer_user_ids().empty());
+}
+
+TEST(WorkerStop, ASecondSignalEndsTheWaitForAGoneBrokerToTakeTheLastMessages) {
+  // The broker vanishes; the worker's last messages (credit 0, disconnect) then wait in
+  // libzmq for a connection, lingering up to the drain deadline (a minute here) when the
+  // process ends. A second SIGTERM must end that wait at once, as it ends a drain.
+  TempDir dir;
+  const std::string log = dir.file("worker.log");
+  auto broker = std::make_unique<FakeBroker>("gone-broker");
+  dispatch::test::ChildOptions options;
+  options.stderr_path = log;
+  options.capture_stdout = false;
+  options.unset_env = {"DISPATCH_BROKER_KEY", "DISPATCH_CURVE_SECRET"};
+  ChildProcess worker =
+      ChildProcess::spawn({WORKER_BINARY, "--broker", broker->endpoint(), "--heartbeat-ms", "100",
+                           "--drain-timeout-ms", "60000"},
+                          options);
+  ASSERT_TRUE(FakeBroker::eventually([&] { return !broker->routes().empty(); }, 15s))
+      << dispatch::test::read_text_file(log);
+  broker.reset();
+  worker.send_signal(SIGTERM);
+  ASSERT_TRUE(log_contains(log, "draining")) << dispatch::test::read_text_file(log);
+  EXPECT_FALSE(worker.wait_for_exit(500ms).has_value()) << "nothing lingered: the test proves "
+                                                           "nothing";
+  worker.send_signal(SIGTERM);
+  const auto status = worker.wait_for_exit(10s);
+  ASSERT_TRUE(status.has_value()) << dispatch::test::read_text_file(log);
+  EXPECT_TRUE(status->success());
+  EXPECT_NE(dispatch::test::read_text_file(log).find("second signal"), std::string::npos);
 }
 
 }  // namespace

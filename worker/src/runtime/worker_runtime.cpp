@@ -1,5 +1,6 @@
 #include "dispatch/worker/runtime/worker_runtime.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -7,8 +8,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <thread>
 #include <utility>
 
+#include "dispatch/common/fd.hpp"
 #include "dispatch/common/random.hpp"
 #include "dispatch/common/strings.hpp"
 #include "dispatch/common/time.hpp"
@@ -234,8 +239,39 @@ int WorkerRuntime::Impl::run() {
                          proto::key_fingerprint(options_.curve.broker_public_key) + "…)"
                    : std::string());
   loop_.run();
+  wait_for_final_flush();
   spdlog::info("worker {} stopped", options_.worker_id);
   return 0;
+}
+
+// libzmq's context holds the process until what the socket still holds has left, or until the
+// linger leave() set (up to the drain deadline). That wait happens here, watched, and not in a
+// destructor: a second signal still ends it at once, as it ends a drain - an operator's second
+// Ctrl-C, or a supervisor's second SIGTERM, must not wait out a broker that takes nothing.
+void WorkerRuntime::Impl::wait_for_final_flush() {
+  jobs_.clear();
+  close_socket();
+  WakeupFd closed;
+  std::thread closer([this, &closed] {
+    context_.close();
+    closed.signal();
+  });
+  std::array<pollfd, 2> fds{
+      {{closed.fd(), POLLIN, 0}, {signals_ ? signals_->fd() : -1, POLLIN, 0}}};
+  while (true) {
+    const int ready = ::poll(fds.data(), fds.size(), -1);
+    if (ready < 0 && errno != EINTR) break;  // cannot watch: wait for the linger instead
+    if (fds[0].revents != 0) break;
+    if (fds[1].revents != 0 && !signals_->take().empty()) {
+      spdlog::warn(
+          "second signal: leaving without waiting for the broker to take the last "
+          "messages");
+      // The closer is blocked in libzmq with the context: no destructor may run around it.
+      closer.detach();
+      std::_Exit(0);
+    }
+  }
+  closer.join();
 }
 
 void WorkerRuntime::Impl::request_drain() {

@@ -98,6 +98,7 @@ class WorkerRuntime::Impl {
   // ---- the broker connection
   void connect();
   void close_socket();
+  void wait_for_final_flush();
   void check_handshakes();
   void log_refusal(const protocol::HandshakeProblem& problem);
   void remember_end(OutMessage& message);
