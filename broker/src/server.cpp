@@ -159,6 +159,7 @@ BrokerServer::BrokerServer(BrokerConfig config, std::string broker_id, const Clo
       context_(1),
       frontend_(context_, zmq::socket_type::router),
       backend_(context_, zmq::socket_type::router),
+      client_connections_(context_, frontend_),
       outbox_(
           OutboxLimits{config_.client_buffer, config_.client_buffer_bytes},
           [this](std::string_view route, Frames& frames) {
@@ -324,7 +325,7 @@ void BrokerServer::on_stop_request(const WakeupFd& stop, unsigned long long& req
 }
 
 void BrokerServer::run(const WakeupFd* stop, const WakeupFd* reload) {
-  enum Slot : std::size_t { kBackend, kFrontend, kZap, kStop, kReload, kSlots };
+  enum Slot : std::size_t { kBackend, kFrontend, kZap, kConnections, kStop, kReload, kSlots };
   std::array<int, kSlots> at{};
   at.fill(-1);
   std::vector<zmq::pollitem_t> items;
@@ -335,6 +336,7 @@ void BrokerServer::run(const WakeupFd* stop, const WakeupFd* reload) {
   add(kBackend, backend_.handle(), 0);
   add(kFrontend, frontend_.handle(), 0);
   if (auth_) add(kZap, zap_.handle(), 0);
+  add(kConnections, client_connections_.socket().handle(), 0);
   if (stop != nullptr) add(kStop, nullptr, stop->fd());
   if (reload != nullptr) add(kReload, nullptr, reload->fd());
   const auto ready = [&](Slot slot) {
@@ -359,11 +361,19 @@ void BrokerServer::run(const WakeupFd* stop, const WakeupFd* reload) {
     // Handshakes wait for their ZAP answers; then workers, whose results free slots for the
     // submits that follow.
     if (ready(kZap)) answer_zap();
+    if (ready(kConnections)) count_client_connections();
     if (ready(kBackend)) receive_batch(backend_, backend_in_, false);
     if (ready(kFrontend)) receive_batch(frontend_, frontend_in_, true);
     if (outbox_.has_backlog()) outbox_.flush();
   }
   flush_before_exit();
+}
+
+void BrokerServer::count_client_connections() {
+  const ConnectionMonitor::Changes changes = client_connections_.read();
+  if (metrics_ != nullptr) {
+    metrics_->client_connections(changes.accepted, client_connections_.open());
+  }
 }
 
 void BrokerServer::flush_before_exit() {

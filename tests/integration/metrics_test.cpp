@@ -247,6 +247,33 @@ TEST_F(MetricsTest, EveryProcessCountsTheWorkloadExactly) {
   }
 }
 
+TEST_F(MetricsTest, TheBrokerCountsClientConnectionsAsTheyOpenAndClose) {
+  const std::string before = scrape(broker_url_);
+  const double accepted = metric_value(before, "dispatch_client_connections_accepted_total");
+  const double open = metric_value(before, "dispatch_client_connections");
+  {
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < 3; ++i) {
+      ClientOptions options;
+      options.broker_endpoint = stack_->frontend();
+      clients.push_back(std::make_unique<Client>(options));
+      // An answer proves the connection is up.
+      clients.back()->dispatch(
+          DispatchRequest(Provider::openai, "gpt-ok", {Message::user("connected?")}));
+    }
+    EXPECT_TRUE(eventually([&] {
+      const std::string now = scrape(broker_url_);
+      return metric_value(now, "dispatch_client_connections_accepted_total") == accepted + 3 &&
+             metric_value(now, "dispatch_client_connections") == open + 3;
+    })) << scrape(broker_url_);
+  }
+  EXPECT_TRUE(eventually([&] {
+    return metric_value(scrape(broker_url_), "dispatch_client_connections") == open;
+  })) << scrape(broker_url_);
+  EXPECT_EQ(metric_value(scrape(broker_url_), "dispatch_client_connections_accepted_total"),
+            accepted + 3);
+}
+
 TEST_F(MetricsTest, ARealPrometheusScrapesEveryProcess) {
   ASSERT_FALSE(worker_url_.empty());
   run_workload();

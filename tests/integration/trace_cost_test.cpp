@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -127,6 +128,51 @@ TEST_F(TraceCostTest, CliTraceparentReachesTheProviderAndEveryLogLineOfTheJob) {
       EXPECT_NE(line.find(std::string("trace ") + kTraceId), std::string::npos) << line;
     }
   }
+}
+
+// A batch run given --traceparent is one trace: every line's job joins it, each with a span
+// of its own at the worker.
+TEST_F(TraceCostTest, BatchTraceparentPutsEveryJobOfTheRunIntoOneTrace) {
+  constexpr const char* kBatchTraceId = "0af7651916cd43dd8448eb211c80319c";
+  const std::string input = stack_->dir().file("trace-batch.jsonl");
+  std::string lines;
+  for (int i = 1; i <= 3; ++i) {
+    const json body = {
+        {"model", "openai/gpt-4o-mini"},
+        {"max_tokens", 4},
+        {"messages", {{{"role", "user"}, {"content", "batch trace " + std::to_string(i)}}}}};
+    lines += json{{"custom_id", "t" + std::to_string(i)},
+                  {"method", "POST"},
+                  {"url", "/v1/chat/completions"},
+                  {"body", body}}
+                 .dump() +
+             "\n";
+  }
+  write_text_file(input, lines);
+  const std::string output = stack_->dir().file("trace-batch.out.jsonl");
+  const CliRun run =
+      run_cli({stack_->binaries().cli, "batch", input, "-o", output, "--broker", stack_->frontend(),
+               "--traceparent", std::string("00-") + kBatchTraceId + "-b7ad6b7169203331-01"},
+              stack_->dir().file("trace-batch.err"));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::vector<std::string> parents;
+  for (const json& attempt : stack_->fake_log("gpt-4o-mini")) {
+    const std::string sent = attempt.value("traceparent", "");
+    if (sent.find(kBatchTraceId) == std::string::npos) continue;
+    ASSERT_EQ(sent.size(), 55u) << sent;
+    parents.push_back(sent.substr(36, 16));
+  }
+  ASSERT_EQ(parents.size(), 3u) << stack_->fake_log("gpt-4o-mini").dump();
+  std::sort(parents.begin(), parents.end());
+  EXPECT_EQ(std::unique(parents.begin(), parents.end()), parents.end()) << "one span per job";
+  EXPECT_EQ(std::count(parents.begin(), parents.end(), "b7ad6b7169203331"), 0)
+      << "the worker's span, not the client's, is the provider's parent";
+
+  const CliRun bad = run_cli({stack_->binaries().cli, "batch", input, "-o", output + ".2",
+                              "--broker", stack_->frontend(), "--traceparent", "not-a-trace"},
+                             stack_->dir().file("trace-batch-bad.err"));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("invalid traceparent"), std::string::npos) << bad.err;
 }
 
 TEST_F(TraceCostTest, AJobWithoutATraceparentGetsAFreshTraceEverywhere) {

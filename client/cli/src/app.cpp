@@ -63,6 +63,7 @@ struct BatchArgs {
   std::string output;
   std::size_t concurrency = 64;
   std::string priority = "batch";
+  std::string traceparent;  // W3C trace context every job joins; "": a fresh trace per job
 };
 
 struct StatusArgs {
@@ -312,6 +313,7 @@ int run_batch_command(const BatchArgs& args, CliStreams io) {
   options.output_path = args.output;
   options.concurrency = args.concurrency;
   options.priority = *priority;
+  options.traceparent = args.traceparent;
   options.client = std::move(*client);
   try {
     return run_batch(options, io.err, io.err_is_tty);
@@ -380,6 +382,16 @@ void add_key_options(CLI::App* cmd, KeyArgs& keys) {
                   "$DISPATCH_CURVE_SECRET)");
 }
 
+// --traceparent of chat and batch: refused before anything is sent (exit 2).
+CLI::Validator traceparent_validator() {
+  return CLI::Validator(
+      [](const std::string& value) -> std::string {
+        auto parsed = parse_traceparent(value);
+        return parsed ? std::string() : "invalid traceparent: " + parsed.error().message;
+      },
+      "TRACEPARENT");
+}
+
 CLI::App* add_chat_command(CLI::App& app, ChatArgs& chat) {
   chat.broker = default_broker_endpoint();
   auto* cmd = app.add_subcommand("chat", "Ask one question and print the answer");
@@ -404,12 +416,7 @@ CLI::App* add_chat_command(CLI::App& app, ChatArgs& chat) {
   cmd->add_option("--traceparent", chat.traceparent,
                   "W3C trace context 00-<trace id>-<parent id>-<flags> the job joins (sent on to "
                   "the provider; its trace id is in the broker's and worker's log lines)")
-      ->check(CLI::Validator(
-          [](const std::string& value) -> std::string {
-            auto parsed = parse_traceparent(value);
-            return parsed ? std::string() : "invalid traceparent: " + parsed.error().message;
-          },
-          "TRACEPARENT"));
+      ->check(traceparent_validator());
   cmd->add_flag("--json", chat.json, "Print one JSON object (JSON lines with --stream)");
   cmd->add_option("prompt", chat.prompt, "The question ('-' reads stdin)")->required();
   return cmd;
@@ -425,6 +432,10 @@ CLI::App* add_batch_command(CLI::App& app, BatchArgs& batch) {
   cmd->add_option("--concurrency", batch.concurrency, "Jobs in flight (default 64)")
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--priority", batch.priority, "batch (default), normal or interactive");
+  cmd->add_option("--traceparent", batch.traceparent,
+                  "W3C trace context every job of the run joins (each job a span of its own at "
+                  "its worker); without it each job gets a fresh trace")
+      ->check(traceparent_validator());
   return cmd;
 }
 

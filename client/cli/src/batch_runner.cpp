@@ -281,6 +281,7 @@ class BatchRunner {
   void submit(const InFlightLine& line) {
     DispatchRequest request(line.item.request);
     request.with_priority(options_.priority);
+    if (!options_.traceparent.empty()) request.with_traceparent(options_.traceparent);
     client_.dispatch_async(request,
                            [this, number = line.item.line_number](DispatchOutcome outcome) {
                              {

@@ -51,6 +51,11 @@ class BrokerMetrics {
   void hostile() { hostile_->Increment(); }
   void refused() { refused_->Increment(); }
   void worker_lost() { workers_lost_->Increment(); }
+  // The client socket's connections: `accepted` more since the last call, `open` now.
+  void client_connections(uint64_t accepted, uint64_t open) {
+    connections_accepted_->Increment(static_cast<double>(accepted));
+    connections_open_->Set(static_cast<double>(open));
+  }
   // Sampled on the broker's tick: the worker registry and the quota/breaker rows of `status`.
   void sample_workers(std::size_t registered, uint64_t capacity, uint64_t in_flight);
   void sample_targets(const std::vector<protocol::QuotaStatus>& rows);
@@ -84,6 +89,8 @@ class BrokerMetrics {
   prometheus::Counter* hostile_;
   prometheus::Counter* refused_;
   prometheus::Counter* workers_lost_;
+  prometheus::Counter* connections_accepted_;
+  prometheus::Gauge* connections_open_;
   prometheus::Gauge* workers_;
   prometheus::Gauge* capacity_;
   prometheus::Gauge* credit_;

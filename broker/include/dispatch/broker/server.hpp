@@ -17,6 +17,7 @@
 #include "dispatch/broker/auth.hpp"
 #include "dispatch/broker/client_outbox.hpp"
 #include "dispatch/broker/config.hpp"
+#include "dispatch/broker/connection_monitor.hpp"
 #include "dispatch/broker/core.hpp"
 #include "dispatch/broker/transport.hpp"
 #include "dispatch/common/clock.hpp"
@@ -80,7 +81,10 @@ class BrokerServer final : private Transport {
 
   const BrokerCore& core() const noexcept { return core_; }
   // Count into `metrics` from now on (see BrokerCore::set_metrics).
-  void set_metrics(BrokerMetrics* metrics) { core_.set_metrics(metrics); }
+  void set_metrics(BrokerMetrics* metrics) {
+    metrics_ = metrics;
+    core_.set_metrics(metrics);
+  }
   const OutboxStats& outbox_stats() const noexcept { return outbox_.stats(); }
 
  private:
@@ -94,6 +98,7 @@ class BrokerServer final : private Transport {
   Peer peer_of(protocol::IncomingMessage& incoming);
   void receive_batch(zmq::socket_t& socket, protocol::IncomingMessage& incoming, bool frontend);
   void answer_zap();
+  void count_client_connections();
   // How long the loop may sleep in poll.
   std::chrono::milliseconds poll_wait() const;
   void on_stop_request(const WakeupFd& stop, unsigned long long& requests);
@@ -108,12 +113,14 @@ class BrokerServer final : private Transport {
   std::string unlisted_user_id_;  // the user id of the message in hand, when not listed
   zmq::socket_t frontend_;
   zmq::socket_t backend_;
+  ConnectionMonitor client_connections_;  // of frontend_, from before it binds
   std::string frontend_endpoint_;
   std::string backend_endpoint_;
   protocol::IncomingMessage frontend_in_;
   protocol::IncomingMessage backend_in_;
   ClientOutbox outbox_;
   BrokerCore core_;
+  BrokerMetrics* metrics_ = nullptr;
 };
 
 }  // namespace dispatch::broker

@@ -84,6 +84,7 @@ struct BatchOptions {
   std::string output_path;
   std::size_t concurrency = 64;
   Priority priority = Priority::batch;
+  std::string traceparent;  // a valid W3C traceparent every job joins; "": none given
   ClientOptions client;
   std::chrono::milliseconds tty_progress_interval{200};     // ~5 updates/s on a terminal
   std::chrono::milliseconds plain_progress_interval{2000};  // log-friendly otherwise
