@@ -117,10 +117,10 @@ function sum(values) { return values.reduce((a, b) => a + b, 0); }
 // Every counter an error kind is read from, as one flat {kind: total} map.
 function errorCounters(s) {
   const out = {};
+  for (const [kind, n] of entries(s.failed_by_kind)) out["failed: " + kind] = n;
   for (const [code, n] of entries(s.broker_errors)) out["ended by the broker: " + code] = n;
   for (const [code, n] of entries(s.rejected)) out["rejected: " + code] = n;
   for (const [name, p] of entries(s.providers)) {
-    out[name + ": failed"] = p.failed;
     out[name + ": retried"] = p.retried;
     out[name + ": fell over"] = p.fell_over;
   }

@@ -158,6 +158,14 @@ TEST_F(StatusPageTest, BrowserRendersWorkersProvidersAndCompletedJobs) {
   ASSERT_EQ(::access(kChromium, X_OK), 0)
       << kChromium << " is missing: apt-get install -y chromium (scripts/setup installs it)";
   ASSERT_EQ(run_jobs(), 5);
+  {  // One failure the provider reports: the page counts it by its error kind.
+    ClientOptions options;
+    options.broker_endpoint = stack_->frontend();
+    Client client(options);
+    EXPECT_THROW(client.dispatch(DispatchRequest(Provider::openai, "status-model~status=400",
+                                                 {Message::user("bad")})),
+                 DispatchError);
+  }
   const auto dom = dump_dom(stack_->dir(), gateway_->url() + "/status", 5000ms);
   ASSERT_TRUE(dom) << "chromium did not finish within its bound";
   // Rendered by the page's script from /status.json, not in the static HTML.
@@ -165,10 +173,15 @@ TEST_F(StatusPageTest, BrowserRendersWorkersProvidersAndCompletedJobs) {
   EXPECT_NE(workers.find("<td>" + kOpenAiWorker + "</td>"), std::string::npos) << *dom;
   EXPECT_NE(workers.find("<td>" + kClaudeWorker + "</td>"), std::string::npos);
   const std::string providers = between_ids(*dom, "providers", "quotas");
-  EXPECT_NE(providers.find("<td>openai</td><td class=\"num\">3</td>"), std::string::npos)
+  EXPECT_NE(providers.find("<td>openai</td><td class=\"num\">4</td>"), std::string::npos)
       << providers;  // name, then submitted
   EXPECT_NE(providers.find("<td>claude</td><td class=\"num\">2</td>"), std::string::npos);
-  EXPECT_EQ(text_of_id(*dom, "completed-total"), "5");
+  EXPECT_EQ(text_of_id(*dom, "completed-total"), "6");  // answered or failed
+  EXPECT_EQ(text_of_id(*dom, "failed-total"), "1");
+  const std::string errors = between_ids(*dom, "errors", "clients");
+  EXPECT_NE(errors.find("<td>failed: invalid_request</td><td class=\"num\">1</td>"),
+            std::string::npos)
+      << errors;
   EXPECT_EQ(text_of_id(*dom, "worker-count"), "2");
   EXPECT_NE(text_of_id(*dom, "meta").find("broker "), std::string::npos);
 }

@@ -238,6 +238,9 @@ std::string format_status_table(const protocol::StatusReply& status) {
                        format_mib(status.payload_bytes_limit));
   }
   if (!status.rejected.empty()) out += "rejected: " + join_counts(status.rejected) + "\n";
+  if (!status.failed_by_kind.empty()) {
+    out += "failed by kind: " + join_counts(status.failed_by_kind) + "\n";
+  }
   if (!status.broker_errors.empty()) {
     out += "ended by the broker: " + join_counts(status.broker_errors) + "\n";
   }

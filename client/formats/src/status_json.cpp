@@ -84,7 +84,8 @@ json status_to_json(const protocol::StatusReply& status) {
               {"identity", status.identity},
               {"clients", std::move(clients)},
               {"insecure", status.insecure},
-              {"quotas", quotas_to_json(status.quotas)}};
+              {"quotas", quotas_to_json(status.quotas)},
+              {"failed_by_kind", json(status.failed_by_kind)}};
 }
 
 }  // namespace dispatch::formats
