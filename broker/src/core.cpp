@@ -1358,6 +1358,7 @@ void BrokerCore::fail_job(Job& job, ErrorKind kind, std::string_view code, std::
   error.provider = job.provider;
   ++provider_counters(job.provider).failed;
   ++broker_errors_[error.code];
+  ++failed_by_kind_[std::string(protocol::to_string(kind))];
   if (metrics_ != nullptr) metrics_->job_ended(job.provider, job.model, protocol::to_string(kind));
   spdlog::debug("job {} trace {} ends: {} ({})", job.id, job.trace_id, protocol::to_string(kind),
                 error.message);
@@ -1421,6 +1422,7 @@ Result<void, std::string> BrokerCore::record_outcome(Job& job, Command command,
   if (!error) return "undecodable error payload: " + error.error().message;
   protocol::ProviderCounters& counters = provider_counters(job.provider);
   ++counters.failed;
+  ++failed_by_kind_[std::string(protocol::to_string(error.value().kind))];
   count_attempts(counters, error.value().attempts, error.value().provider, error.value().model);
   if (metrics_ != nullptr) {
     metrics_->job_ended(job.provider, job.model, protocol::to_string(error.value().kind));
@@ -1573,6 +1575,7 @@ protocol::StatusReply BrokerCore::status() const {
   reply.payload_bytes_limit = config_.queue_bytes;
   reply.rejected.insert(rejected_.begin(), rejected_.end());
   reply.broker_errors.insert(broker_errors_.begin(), broker_errors_.end());
+  reply.failed_by_kind.insert(failed_by_kind_.begin(), failed_by_kind_.end());
   add_quota_status(reply);
   reply.worker_count = workers_.size();
   reply.insecure = config_.insecure;

@@ -8,7 +8,9 @@
 #include <cstring>
 
 #include "dispatch/formats/http_errors.hpp"
+#include "dispatch/formats/status_json.hpp"
 #include "dispatch/gateway/http_text.hpp"
+#include "dispatch/gateway/status_page.hpp"
 #include "server_core.hpp"
 
 namespace dispatch::gateway {
@@ -249,6 +251,12 @@ void Connection::route(const std::string& method, std::string_view path, bool ke
             keep_alive);
   } else if (path == "/readyz") {
     if (only("GET")) readiness(keep_alive, http10);
+  } else if (path == "/status") {
+    if (only("GET"))
+      reply(body_response(200, "text/html; charset=utf-8", status_page_html(), keep_alive, http10),
+            200, keep_alive);
+  } else if (path == "/status.json") {
+    if (only("GET")) status_json(keep_alive, http10);
   } else if (path == "/metrics") {
     if (only("GET"))
       reply(body_response(200, "text/plain; version=0.0.4", core_.metrics().render(), keep_alive,
@@ -257,7 +265,7 @@ void Connection::route(const std::string& method, std::string_view path, bool ke
   } else {
     const std::string text = fmt::format(
         "unknown path {} {} (served: POST /v1/chat/completions, POST /v1/messages, "
-        "GET /v1/models, /healthz, /readyz, /metrics)",
+        "GET /v1/models, /healthz, /readyz, /metrics, /status, /status.json)",
         method, path);
     reply(error_response(Api::openai, http_error(404, text, "not_found"), keep_alive, http10), 404,
           keep_alive);
@@ -308,6 +316,36 @@ void Connection::readiness(bool keep_alive, bool http10) {
       const int status = ready.ready ? 200 : 503;
       self->reply(body_response(status, "application/json", body, keep_alive, http10), status,
                   keep_alive);
+    });
+  });
+}
+
+// The broker's status as `dispatch status --json` prints it, from the probe's cached answer
+// (one broker request a second however many status pages are open).
+void Connection::status_json(bool keep_alive, bool http10) {
+  const uint64_t exchange = ++exchange_;
+  const std::weak_ptr<Connection> weak = weak_from_this();
+  const auto executor = socket_.get_executor();
+  const auto timeout = core_.readiness_timeout();
+  core_.readiness().fetch_status([weak, executor, exchange, keep_alive, http10, timeout](
+                                     const ReadinessProbe::Answer& answer, bool stopping) {
+    net::post(executor, [weak, exchange, keep_alive, http10, timeout, answer, stopping] {
+      const auto self = weak.lock();
+      if (!self || exchange != self->exchange_ || self->state_ != State::responding) return;
+      if (stopping || !answer || !*answer) {
+        const auto error =
+            stopping ? http_error(503, "the gateway is stopping", "draining")
+                     : http_error(503,
+                                  fmt::format("the broker did not answer a status request within "
+                                              "{} ms",
+                                              timeout.count()),
+                                  "broker_unavailable");
+        return self->reply(error_response(Api::openai, error, keep_alive, http10), 503, keep_alive);
+      }
+      self->reply(
+          body_response(200, "application/json",
+                        formats::dump_line(formats::status_to_json(**answer)), keep_alive, http10),
+          200, keep_alive);
     });
   });
 }

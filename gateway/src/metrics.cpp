@@ -29,6 +29,8 @@ std::string_view endpoint_label(std::string_view path) {
   if (path == "/healthz") return "healthz";
   if (path == "/readyz") return "readyz";
   if (path == "/metrics") return "metrics";
+  if (path == "/status") return "status";
+  if (path == "/status.json") return "status_json";
   return "other";
 }
 

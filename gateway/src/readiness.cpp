@@ -45,19 +45,28 @@ void ReadinessProbe::shutdown() {
 }
 
 void ReadinessProbe::check(Done done) {
-  std::optional<Readiness> answer;
+  fetch_status(
+      [done = std::move(done), timeout = fetch_timeout_](const Answer& answer, bool stopping) {
+        if (stopping) return done(Readiness{false, "the gateway is stopping", 0});
+        done(judge_readiness(*answer, timeout));
+      });
+}
+
+void ReadinessProbe::fetch_status(StatusDone done) {
+  Answer fresh;
+  bool stopping = false;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) {
-      answer = Readiness{false, "the gateway is stopping", 0};
+      stopping = true;
     } else if (cached_ && clock_.now() - cached_at_ < ttl_) {
-      answer = cached_;
+      fresh = cached_;
     } else {
       waiting_.push_back(std::move(done));
     }
   }
-  if (answer) {
-    done(*answer);
+  if (stopping || fresh) {
+    done(fresh, stopping);
   } else {
     wanted_.notify_one();
   }
@@ -75,22 +84,21 @@ void ReadinessProbe::run() {
     if (stopping_) break;
     ++fetches_;
     lock.unlock();
-    const Readiness answer = judge_readiness(fetch_(), fetch_timeout_);
+    const Answer answer = std::make_shared<const std::optional<protocol::StatusReply>>(fetch_());
     lock.lock();
     cached_ = answer;
     cached_at_ = clock_.now();
-    std::vector<Done> callers;
+    std::vector<StatusDone> callers;
     callers.swap(waiting_);
     lock.unlock();
-    for (auto& done : callers) done(answer);
+    for (auto& done : callers) done(answer, false);
     lock.lock();
   }
   // Shutting down: nobody is left waiting for an answer that will not come.
-  std::vector<Done> callers;
+  std::vector<StatusDone> callers;
   callers.swap(waiting_);
   lock.unlock();
-  const Readiness stopped{false, "the gateway is stopping", 0};
-  for (auto& done : callers) done(stopped);
+  for (auto& done : callers) done(nullptr, true);
 }
 
 }  // namespace dispatch::gateway

@@ -35,6 +35,7 @@ ServerCore::ServerCore(const GatewayConfig& config, BrokerLink& link, const Cloc
       admitter_(config),
       link_(link),
       clock_(clock),
+      readiness_timeout_(readiness_timeout),
       warnings_(clock, 10),
       readiness_([&link, readiness_timeout] { return link.status(readiness_timeout); },
                  readiness_timeout, clock) {}

@@ -51,6 +51,7 @@ class ServerCore {
   const Admitter& admitter() const noexcept { return admitter_; }
   BrokerLink& link() noexcept { return link_; }
   ReadinessProbe& readiness() noexcept { return readiness_; }
+  std::chrono::milliseconds readiness_timeout() const noexcept { return readiness_timeout_; }
   GatewayMetrics& metrics() noexcept { return metrics_; }
   const Clock& clock() const noexcept { return clock_; }
   LogLimiter& warnings() noexcept { return warnings_; }
@@ -68,6 +69,7 @@ class ServerCore {
   Admitter admitter_;
   BrokerLink& link_;
   const Clock& clock_;
+  std::chrono::milliseconds readiness_timeout_;
   GatewayMetrics metrics_;
   LogLimiter warnings_;
   std::atomic<bool> draining_{false};
@@ -112,6 +114,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void chat(Api api, bool keep_alive, bool http10);
   void models(bool keep_alive, bool http10);
   void readiness(bool keep_alive, bool http10);
+  void status_json(bool keep_alive, bool http10);
   void start_job(Api api, Admission admission, bool keep_alive, bool http10);
   void on_job_event(uint64_t exchange, const StreamEvent& event);
   void on_job_done(uint64_t exchange, DispatchOutcome outcome);

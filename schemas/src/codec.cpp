@@ -330,6 +330,7 @@ DISPATCH_FIELDS(StatusReply) {
   v("clients", m.clients);
   v("insecure", m.insecure);
   v("quotas", m.quotas);
+  v("failed_by_kind", m.failed_by_kind);
 }
 
 #undef DISPATCH_FIELDS

@@ -566,6 +566,23 @@ TEST_F(CoreTest, CancelRunningJobGoesToItsWorkerAndItsErrorIsRelayed) {
   EXPECT_EQ(decode_or_die<protocol::Error>(errors[0].payload()).kind, ErrorKind::cancelled);
 }
 
+// Every ending with `error` is counted by the kind its client saw, the worker's and the
+// broker's own alike; answers are not.
+TEST_F(CoreTest, StatusCountsFailedJobsByKind) {
+  ready("w1", "worker-1", 4);
+  for (const char* id : {"j1", "j2", "j3"}) submit("c1", id);
+  protocol::Error limited;
+  limited.kind = ErrorKind::rate_limited;
+  limited.message = "429";
+  worker_error("w1", "j1", 1, limited);
+  worker_error("w1", "j2", 1, limited);
+  result("w1", "j3", 1);
+  take();
+  const auto counted = core_->status().failed_by_kind;
+  EXPECT_EQ(counted, (std::map<std::string, uint64_t>{{"rate_limited", 2}}));
+  EXPECT_EQ(core_->status().providers.at("openai").failed, 2u);
+}
+
 TEST_F(CoreTest, CancelOfUnknownOrFinishedJobIsIgnored) {
   cancel("c1", "nope");
   EXPECT_TRUE(take().empty());

@@ -144,6 +144,7 @@ TEST_F(CoreTest, ProviderNoWorkerEverAdvertisedFailsAfterTheGrace) {
   EXPECT_EQ(error.provider, "typo");
   EXPECT_EQ(core_->status().payload_bytes, 0u);
   EXPECT_EQ(core_->status().broker_errors.at("unknown_provider"), 1u);
+  EXPECT_EQ(core_->status().failed_by_kind.at("unsupported_provider"), 1u);
 }
 
 TEST_F(CoreTest, ProviderAdvertisedOnceWaitsItsFullQueueDeadline) {

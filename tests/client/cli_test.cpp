@@ -265,7 +265,10 @@ TEST(CliTest, StatusShowsTheBrokerBoundsAndRejections) {
   status.payload_bytes_limit = 512u << 20;
   status.rejected = {{"client_bytes", 5}, {"queue_bytes", 2}};
   status.broker_errors = {{"unknown_provider", 1}};
+  status.failed_by_kind = {{"rate_limited", 3}, {"unsupported_provider", 1}};
   const std::string table = format_status_table(status);
+  EXPECT_NE(table.find("failed by kind: rate_limited 3, unsupported_provider 1"), std::string::npos)
+      << table;
   EXPECT_NE(table.find("payload held: 3.0 MiB  (limit 512.0 MiB)"), std::string::npos) << table;
   EXPECT_NE(table.find("rejected: client_bytes 5, queue_bytes 2"), std::string::npos) << table;
   EXPECT_NE(table.find("ended by the broker: unknown_provider 1"), std::string::npos) << table;
@@ -273,6 +276,7 @@ TEST(CliTest, StatusShowsTheBrokerBoundsAndRejections) {
   EXPECT_EQ(object["payload_bytes_limit"], 512u << 20);
   EXPECT_EQ(object["rejected"], (json{{"client_bytes", 5}, {"queue_bytes", 2}}));
   EXPECT_EQ(object["broker_errors"], (json{{"unknown_provider", 1}}));
+  EXPECT_EQ(object["failed_by_kind"], (json{{"rate_limited", 3}, {"unsupported_provider", 1}}));
   // An older broker sends none of them: no such lines.
   status = protocol::StatusReply{};
   status.broker_id = "old";

@@ -235,5 +235,39 @@ TEST(ReadinessTest, ProbesShareOneBrokerRequestAndACachedAnswer) {
   EXPECT_EQ(fetches.load(), 2);
 }
 
+// /status.json and /readyz share the probe's broker request and its cached answer.
+TEST(ReadinessTest, StatusAndReadinessShareOneBrokerRequest) {
+  ManualClock clock;
+  std::atomic<int> fetches{0};
+  ReadinessProbe probe(
+      [&]() -> std::optional<protocol::StatusReply> {
+        ++fetches;
+        protocol::StatusReply status;
+        status.broker_id = "broker-1";
+        status.workers.resize(1);
+        return status;
+      },
+      std::chrono::milliseconds(1000), clock);
+  std::atomic<int> answers{0};
+  std::string broker_id;
+  probe.fetch_status([&](const ReadinessProbe::Answer& answer, bool stopping) {
+    if (!stopping && answer && *answer) broker_id = (*answer)->broker_id;
+    ++answers;
+  });
+  for (int i = 0; i < 500 && answers.load() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(answers.load(), 1);
+  EXPECT_EQ(broker_id, "broker-1");
+  bool ready = false;
+  probe.check([&](const Readiness& r) { ready = r.ready; });  // cached: answered at once
+  EXPECT_TRUE(ready);
+  EXPECT_EQ(fetches.load(), 1);
+  probe.shutdown();
+  bool stopping = false;
+  probe.fetch_status([&](const ReadinessProbe::Answer&, bool s) { stopping = s; });
+  EXPECT_TRUE(stopping);
+}
+
 }  // namespace
 }  // namespace dispatch::gateway

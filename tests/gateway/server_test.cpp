@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "dispatch/formats/status_json.hpp"
 #include "dispatch/gateway/auth.hpp"
 #include "raw_http.hpp"
 #include "scripted_link.hpp"
@@ -369,6 +370,75 @@ TEST_F(GatewayServerTest, ReadinessFollowsTheBroker) {
     return response && response->status == 200;
   }));
   EXPECT_EQ(json::parse(response->body), json::parse(R"({"status":"ready","workers":2})"));
+}
+
+// /status.json is `dispatch status --json` of the broker's answer (the one function both use),
+// served without a key like /readyz and /metrics, and a 503 in the usual error shape while the
+// broker does not answer.
+TEST_F(GatewayServerTest, StatusJsonIsTheCliStatusOfTheBrokersAnswer) {
+  GatewayConfig config;
+  config.keys.push_back(ApiKey{"team", sha256("sk-team"), {}, "tenant-1"});
+  start(config);
+  RawConnection client(port_);
+  client.send("GET /status.json HTTP/1.1\r\n\r\n");
+  auto response = client.read_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 503);
+  const json error = json::parse(response->body);
+  EXPECT_EQ(error["error"]["code"], "broker_unavailable");
+  EXPECT_EQ(error["error"]["message"], "the broker did not answer a status request within 1000 ms");
+
+  protocol::StatusReply status;
+  status.broker_id = "broker-7";
+  status.uptime_ms = 1234;
+  status.queue_depth = {1, 2, 3};
+  status.queue_limit = 100;
+  status.workers.push_back(
+      protocol::WorkerStatus{"w-<b>1</b>", "host-a", 42, 4, 1, {"openai"}, 10, "ready"});
+  status.providers["openai"] = protocol::ProviderCounters{5, 4, 1, 2, 0, 50, 60};
+  status.broker_errors["queue_deadline"] = 3;
+  status.quotas.push_back(protocol::QuotaStatus{});
+  status.quotas.back().key = "openai/gpt-4o";
+  status.quotas.back().breaker = "open";
+  link_.set_status(status);
+  // The 503 is cached for a second like /readyz's answer; then the broker is asked again.
+  EXPECT_TRUE(eventually([&] {
+    client.send("GET /status.json HTTP/1.1\r\n\r\n");
+    response = client.read_response();
+    return response && response->status == 200;
+  }));
+  EXPECT_EQ(response->headers.at("content-type"), "application/json");
+  EXPECT_EQ(json::parse(response->body), formats::status_to_json(status));
+  EXPECT_EQ(json::parse(response->body)["workers"][0]["worker_id"], "w-<b>1</b>");
+  client.send("POST /status.json HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  response = client.read_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 405);
+}
+
+// /status: one self-contained page (no external assets) that polls status.json and writes
+// strings from it with textContent only.
+TEST_F(GatewayServerTest, StatusPageIsSelfContained) {
+  GatewayConfig config;
+  config.keys.push_back(ApiKey{"team", sha256("sk-team"), {}, "tenant-1"});
+  start(config);
+  RawConnection client(port_);
+  client.send("GET /status HTTP/1.1\r\n\r\n");
+  const auto response = client.read_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->headers.at("content-type"), "text/html; charset=utf-8");
+  const std::string& page = response->body;
+  EXPECT_NE(page.find("<!DOCTYPE html>"), std::string::npos);
+  EXPECT_NE(page.find("fetch(\"status.json\""), std::string::npos);
+  EXPECT_NE(page.find("setTimeout(poll, POLL_MS)"), std::string::npos);
+  EXPECT_NE(page.find("const POLL_MS = 2000;"), std::string::npos);
+  for (const char* external : {"http://", "https://", "<link", "src=", "@import", "url("}) {
+    EXPECT_EQ(page.find(external), std::string::npos) << external;
+  }
+  EXPECT_EQ(page.find("innerHTML"), std::string::npos);
+  EXPECT_EQ(page.find("outerHTML"), std::string::npos);
+  EXPECT_EQ(page.find("insertAdjacentHTML"), std::string::npos);
 }
 
 TEST_F(GatewayServerTest, ExpectContinueAndHttp10) {

@@ -197,8 +197,11 @@ TEST(RoundTrip, StatusReplyBoundCounters) {
   s.payload_bytes_limit = 512u << 20;
   s.rejected = {{"client_bytes", 3}, {"queue_bytes", 1}};
   s.broker_errors = {{"unknown_provider", 2}};
+  s.failed_by_kind = {{"rate_limited", 4}, {"timeout", 1}};
   expect_round_trip(s);
   EXPECT_EQ(encode(StatusReply{"b", 0, {}, 0, 0, 0, {}, {}}).find("rejected"), std::string::npos);
+  EXPECT_EQ(encode(StatusReply{"b", 0, {}, 0, 0, 0, {}, {}}).find("failed_by_kind"),
+            std::string::npos);
 }
 
 // Security additions (compatible: absent when unset). A tenant is bounded like a job id.

@@ -283,6 +283,8 @@ class BrokerCore {
   std::set<std::string, std::less<>> advertised_;          // providers some worker offered, ever
   std::map<std::string, uint64_t, std::less<>> rejected_;  // submits refused, by code
   std::map<std::string, uint64_t, std::less<>> broker_errors_;  // our own job endings, by code
+  // Every job ending with `error`, by kind: a fixed set of names, so bounded.
+  std::map<std::string, uint64_t, std::less<>> failed_by_kind_;
   uint64_t enqueue_seq_ = 0;
   uint64_t dispatch_seq_ = 0;
 

@@ -1,13 +1,16 @@
 #pragma once
 
 // GET /readyz: ready when the broker answered a status request within its timeout and at
-// least one worker is registered. The answer is cached for `ttl`, and callers who ask while a
-// status request is out share it, so probes cannot flood the broker however often they come.
+// least one worker is registered. GET /status.json (and the status page polling it) serves the
+// same broker answer. The answer is cached for `ttl`, and callers who ask while a status request
+// is out share it, so probes and open status pages cannot flood the broker however often they
+// come.
 
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -33,6 +36,10 @@ class ReadinessProbe {
  public:
   using Fetch = std::function<std::optional<protocol::StatusReply>()>;  // blocks ≤ its timeout
   using Done = std::function<void(const Readiness&)>;
+  // The broker's answer: nullopt when it did not answer within the fetch timeout.
+  using Answer = std::shared_ptr<const std::optional<protocol::StatusReply>>;
+  // `stopping`: the gateway is shutting down and no answer will come (`answer` is then null).
+  using StatusDone = std::function<void(const Answer& answer, bool stopping)>;
 
   ReadinessProbe(Fetch fetch, std::chrono::milliseconds fetch_timeout, const Clock& clock,
                  std::chrono::milliseconds ttl = std::chrono::milliseconds(1000));
@@ -43,6 +50,8 @@ class ReadinessProbe {
   // `done` runs at once (on this thread) with a fresh cached answer, else on the probe's
   // thread after the one status request that every waiting caller shares.
   void check(Done done);
+  // The same, with the broker's answer itself (for GET /status.json).
+  void fetch_status(StatusDone done);
   uint64_t fetches() const;
   // Stops the thread; callers still waiting get a not-ready answer. Idempotent.
   void shutdown();
@@ -56,8 +65,8 @@ class ReadinessProbe {
   std::chrono::milliseconds ttl_;
   mutable std::mutex mutex_;
   std::condition_variable wanted_;
-  std::vector<Done> waiting_;
-  std::optional<Readiness> cached_;
+  std::vector<StatusDone> waiting_;
+  Answer cached_;
   Clock::time_point cached_at_{};
   uint64_t fetches_ = 0;
   bool stopping_ = false;

@@ -8,6 +8,7 @@
 //   GET  /v1/models             aliases and configured provider/model names
 //   GET  /healthz, /readyz      alive; broker answering with a worker registered
 //   GET  /metrics               counters, Prometheus text format
+//   GET  /status, /status.json  the live status page, and the broker status it polls
 //
 // Hostile HTTP is answered and closed, never a crash: malformed requests 400, headers over
 // limits.max_header_bytes 431, bodies over limits.max_body_bytes 413, a request whose headers

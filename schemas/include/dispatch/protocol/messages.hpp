@@ -278,6 +278,9 @@ struct StatusReply {
   // Jobs the broker itself ended with `error`, by Error.code ("queue_deadline",
   // "unknown_provider", "running_deadline", "redelivery_limit", ...), since it started.
   std::map<std::string, uint64_t> broker_errors{};
+  // Every job that ended with `error`, by the ErrorKind name its client saw ("rate_limited",
+  // "timeout", ...: the worker's endings and the broker's own), since it started.
+  std::map<std::string, uint64_t> failed_by_kind{};
   // Connected workers. Every asker gets this; `workers` (the details) only identities with the
   // admin role (everyone when the broker runs without CURVE).
   uint64_t worker_count = 0;

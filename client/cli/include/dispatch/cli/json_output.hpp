@@ -7,6 +7,7 @@
 
 #include "dispatch/errors.hpp"
 #include "dispatch/formats/json_text.hpp"
+#include "dispatch/formats/status_json.hpp"
 #include "dispatch/protocol/messages.hpp"
 #include "dispatch/response.hpp"
 
@@ -22,11 +23,12 @@ nlohmann::json error_to_json(const DispatchError& error);
 // {"event":"gap","expected_seq","seq"}
 nlohmann::json event_to_json(const StreamEvent& event);
 nlohmann::json attempt_to_json(const Attempt& attempt);
-nlohmann::json status_to_json(const protocol::StatusReply& status);
 
-// Shared with the HTTP formats (client/formats): usage and tool-call objects, and dump_line —
-// one line of text, compact, invalid UTF-8 replaced (never throws on odd provider output).
+// Shared with the HTTP formats (client/formats): usage and tool-call objects, the status object
+// (the gateway serves it at GET /status.json), and dump_line — one line of text, compact,
+// invalid UTF-8 replaced (never throws on odd provider output).
 using formats::dump_line;
+using formats::status_to_json;
 using formats::tool_calls_to_openai;
 using formats::usage_to_json;
 
