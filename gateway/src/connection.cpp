@@ -354,7 +354,7 @@ void Connection::start_job(Api api, Admission admission, bool keep_alive, bool h
   const uint64_t exchange = ++exchange_;
   const std::weak_ptr<Connection> weak = weak_from_this();
   const auto executor = socket_.get_executor();
-  // Both run on the link's thread: they only hand the event to this connection's strand.
+  // Both run on the link's thread: they only hand the event to this connection's io_context.
   CompletionCallback on_done = [weak, executor, exchange](DispatchOutcome outcome) {
     if (auto self = weak.lock()) {
       net::post(executor, [self, exchange, outcome = std::move(outcome)]() mutable {

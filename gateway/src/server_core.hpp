@@ -1,7 +1,7 @@
 #pragma once
 
 // What the connections of one server share (private to the gateway library). Thread-safe:
-// connections run concurrently, each on its own strand.
+// connections run concurrently, each on its own thread's io_context.
 
 #include <spdlog/spdlog.h>
 

@@ -517,17 +517,19 @@ class Bench:
     # ------------------------------------------------------------------------------------------
     # Part 6 (issue 14): the HTTP gateway beside direct calls and Portkey, in one run
 
-    def start_gateway(self, broker, max_connections=None):
+    def start_gateway(self, broker, max_connections=None, binary=None):
         """dispatch-gateway in front of `broker`, without keys (loopback), its default threads
-        (one per core); ready once /readyz says the broker answered and a worker is registered."""
-        argv = [self.binary("dispatch-gateway"), "--listen", "127.0.0.1:0",
+        (one per core); ready once /readyz says the broker answered and a worker is registered.
+        `binary`: another build of it (part gateway-ab)."""
+        argv = [binary or self.binary("dispatch-gateway"), "--listen", "127.0.0.1:0",
                 "--broker", broker.frontend]
         if max_connections:
             config = os.path.join(self.out, f"gateway-{max_connections}.yaml")
             with open(config, "w") as f:
                 f.write(f"limits:\n  max_connections: {max_connections}\n")
             argv += ["--config", config]
-        child = Child("gateway", argv, self.log_path("gateway"), first_line=True)
+        log_name = "gateway-before" if binary else "gateway"
+        child = Child("gateway", argv, self.log_path(log_name), first_line=True)
         line = child.read_first_line()
         match = re.search(r"listening (http://\S+)", line)
         if not match:
@@ -615,6 +617,67 @@ class Bench:
         self.summary["gateway"] = {"overhead": overhead,
                                    "saturation": {"model": args.model_instant, "rows": rows},
                                    "streams": {"model": args.model_slow_stream, "rows": streams}}
+
+    def part_gateway_ab(self):
+        """Two gateway binaries A/B in one run (issue 14's "one io_context per thread"): direct,
+        the C++ client library, the `--gateway-before` binary and this build's gateway at the
+        fixed rates (non-stream), interleaved per repetition with the two gateways' order
+        alternating, then one saturation point each (closed loop, 64 in flight), alternated."""
+        args = self.args
+        if not args.gateway_before or not os.access(args.gateway_before, os.X_OK):
+            raise RuntimeError("part gateway-ab needs --gateway-before PATH (an executable)")
+        self.stage = "gateway-ab"
+        fake = self.start_fake()
+        broker = self.start_broker(["--client-buffer", "40000"])
+        workers = self.start_workers(broker, fake, 1, 1000)
+        after = self.start_gateway(broker)
+        before = self.start_gateway(broker, binary=args.gateway_before)
+        gateways = {"gateway-before": before, "gateway-after": after}
+        runs = []
+        saturation = []
+
+        def target_for(name, model):
+            if name == "direct":
+                return self.http_target(f"{fake.base}/v1/chat/completions", model), {"fake": fake}
+            if name == "dispatch":
+                return (self.dispatch_target(broker, model) + ["--clients", str(args.sat_clients)],
+                        {"fake": fake, "broker": broker, "worker": workers[0]})
+            gateway = gateways[name]
+            return (self.http_target(gateway.url, f"openai/{model}"),
+                    {"fake": fake, "gateway": gateway, "broker": broker, "worker": workers[0]})
+
+        try:
+            for rate in args.rates:
+                for rep in range(args.gateway_reps):
+                    pair = ["gateway-before", "gateway-after"]
+                    if rep % 2:
+                        pair.reverse()
+                    for name in ["direct", "dispatch"] + pair:
+                        target, watch = target_for(name, args.model_plain)
+                        load = ["--rate", str(rate), "--duration-s", str(args.duration_s),
+                                "--warmup-s", str(args.warmup_s), "--timeout-ms", "10000",
+                                "--drain-ms", "15000", "--max-in-flight", "4000"]
+                        result = self.loadgen(f"gateway-ab-{rate}-{name}-r{rep}", target, load,
+                                              watch, timeout_s=args.duration_s + args.warmup_s + 120)
+                        runs.append({"rate": rate, "rep": rep, "target": name, "result": result})
+            concurrency = 64
+            for rep in range(args.gateway_reps):
+                pair = ["gateway-before", "gateway-after"]
+                if rep % 2:
+                    pair.reverse()
+                for name in pair:
+                    target, watch = target_for(name, args.model_instant)
+                    load = ["--concurrency", str(concurrency), "--jobs", str(args.sat_jobs),
+                            "--warmup", str(max(concurrency * 4, args.sat_jobs // 10)),
+                            "--timeout-ms", "30000"]
+                    result = self.loadgen(f"gateway-ab-max-{name}-r{rep}", target, load, watch,
+                                          timeout_s=600)
+                    saturation.append({"rep": rep, "target": name, "result": result})
+        finally:
+            for child in [before, after] + workers + [broker, fake]:
+                child.stop()
+        self.summary["gateway_ab"] = summarize_gateway_ab(runs, saturation, args)
+        log(json.dumps(self.summary["gateway_ab"], indent=1))
 
     def gateway_streams(self, level):
         """`level` slow SSE streams at once through one gateway (fresh processes), as part 3
@@ -820,6 +883,63 @@ def summarize_overhead(runs, args, reps_wanted=None):
         cells.append(cell)
     return {"model_plain": args.model_plain, "model_stream": args.model_stream,
             "duration_s": args.duration_s, "reps": reps_wanted or args.overhead_reps, "cells": cells}
+
+
+def summarize_gateway_ab(runs, saturation, args):
+    """Per rate: each target's median p50/p99 and CPU µs per request, the added p50/p99 over
+    direct per repetition (then medians), and per repetition the after/before ratios."""
+    def pct(run, p):
+        return run["result"]["results"]["latency_ms"][p]
+
+    def cpu(run, name):
+        return run["result"]["processes"]["processes"].get(name, {}).get("cpu_us_per_job")
+
+    cells = []
+    for rate in sorted({r["rate"] for r in runs}):
+        group = [r for r in runs if r["rate"] == rate]
+        reps = sorted({r["rep"] for r in group})
+        by = {(r["rep"], r["target"]): r for r in group}
+        cell = {"rate": rate, "reps": len(reps), "targets": {}, "pairs": []}
+        for target in ("direct", "dispatch", "gateway-before", "gateway-after"):
+            mine = [by[(rep, target)] for rep in reps if (rep, target) in by]
+            entry = {"p50_ms": median([pct(r, "p50") for r in mine]),
+                     "p99_ms": median([pct(r, "p99") for r in mine]),
+                     "success_rate": min(r["result"]["results"]["success_rate"] for r in mine),
+                     "load_avg": [r["result"]["processes"]["load_avg_1m_start"] for r in mine]}
+            if target != "direct":
+                added = {p: [pct(by[(rep, target)], p) - pct(by[(rep, "direct")], p)
+                             for rep in reps] for p in ("p50", "p99")}
+                entry["added_p50_ms_runs"] = added["p50"]
+                entry["added_p99_ms_runs"] = added["p99"]
+                entry["added_p50_ms"] = median(added["p50"])
+                entry["added_p99_ms"] = median(added["p99"])
+            if target.startswith("gateway"):
+                entry["gateway_cpu_us_runs"] = [cpu(r, "gateway") for r in mine]
+                entry["gateway_cpu_us_per_req"] = median(entry["gateway_cpu_us_runs"])
+            cell["targets"][target] = entry
+        for rep in reps:
+            b, a = by[(rep, "gateway-before")], by[(rep, "gateway-after")]
+            d = by[(rep, "direct")]
+            pair = {"rep": rep}
+            for p in ("p50", "p99"):
+                added_b, added_a = pct(b, p) - pct(d, p), pct(a, p) - pct(d, p)
+                pair[f"added_{p}_after_over_before"] = added_a / added_b if added_b > 0 else None
+            cb, ca = cpu(b, "gateway"), cpu(a, "gateway")
+            pair["cpu_after_over_before"] = ca / cb if cb and ca else None
+            cell["pairs"].append(pair)
+        cells.append(cell)
+    sat = {}
+    for target in ("gateway-before", "gateway-after"):
+        mine = [r["result"] for r in saturation if r["target"] == target]
+        if mine:
+            sat[target] = {"runs_req_per_s": [x["results"]["achieved_rate"] for x in mine],
+                           "req_per_s": median([x["results"]["achieved_rate"] for x in mine]),
+                           "gateway_cpu_us_per_req": median(
+                               [x["processes"]["processes"].get("gateway", {}).get("cpu_us_per_job")
+                                for x in mine]),
+                           "success_rate": min(x["results"]["success_rate"] for x in mine)}
+    return {"model": args.model_plain, "duration_s": args.duration_s, "reps": args.gateway_reps,
+            "before": args.gateway_before, "cells": cells, "saturation_c64": sat}
 
 
 def merge_errors(dicts):
@@ -1414,7 +1534,7 @@ def update_markdown(path, rendered):
 PART_NAMES = {"1": "overhead", "2": "saturation", "3": "concurrency", "4": "scaleout", "5": "peer",
               "6": "gateway", "gateway": "gateway", "7": "curve", "curve": "curve", "8": "metrics", "overhead": "overhead", "saturation": "saturation", "concurrency": "concurrency",
               "scaleout": "scaleout", "peer": "peer", "fake": "fake", "worker-stream": "worker-stream",
-              "metrics": "metrics"}
+              "metrics": "metrics", "gateway-ab": "gateway-ab"}
 
 
 def raise_priority(nice):
@@ -1444,7 +1564,9 @@ def parse_args(argv):
                         "direct calls, the client library and Portkey) 7|curve (CURVE against "
                         "plaintext) fake worker-stream "
                         "8|metrics (saturation with broker and worker --metrics-listen off and "
-                        "on, alternated; not in the default list)")
+                        "on, alternated; not in the default list) "
+                        "gateway-ab (--gateway-before's binary against this build's gateway at "
+                        "--rates, interleaved; not in the default list nor written)")
     p.add_argument("--metrics-concurrency", type=int, default=256,
                    help="part metrics: jobs in flight")
     p.add_argument("--quick", action="store_true", help="one short run per cell (a smoke run)")
@@ -1477,6 +1599,9 @@ def parse_args(argv):
                         "figures (default -20 as root)")
     p.add_argument("--stream-levels", default=None)
     p.add_argument("--worker-counts", default="1,2,4")
+    p.add_argument("--gateway-before", default=None, metavar="PATH",
+                   help="part gateway-ab: the dispatch-gateway binary to compare this build's "
+                        "against (not in the default list and not written to BENCHMARKS.md)")
     p.add_argument("--gateway-stream-levels", default=None,
                    help="part 6: concurrent slow streams through one gateway (default 10000)")
     args = p.parse_args(argv)
@@ -1591,6 +1716,8 @@ def main(argv):
             bench.part_gateway()
         if "curve" in args.part_set:
             bench.part_curve()
+        if "gateway-ab" in args.part_set:
+            bench.part_gateway_ab()
         if "metrics" in args.part_set:
             bench.part_metrics()
     finally:

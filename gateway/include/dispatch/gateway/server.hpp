@@ -1,7 +1,8 @@
 #pragma once
 
-// dispatch-gateway's HTTP server: Boost.Asio + Beast on a fixed number of threads, one strand
-// per connection, every job submitted through one BrokerLink.
+// dispatch-gateway's HTTP server: Boost.Asio + Beast on a fixed number of threads, each running
+// its own io_context; a connection lives on one of them (round-robin) for its whole life. Every
+// job is submitted through one BrokerLink.
 //
 //   POST /v1/chat/completions   OpenAI chat completions (stream or not)
 //   POST /v1/messages           Anthropic messages (stream or not)
@@ -50,7 +51,7 @@ class Server {
   void begin_drain();
   // Connections still open (drain is over when it reaches 0).
   std::size_t open_connections() const;
-  // Closes everything at once and joins the threads. The io_context lives on until the
+  // Closes everything at once and joins the threads. The io_contexts live on until the
   // Server is destroyed, so callbacks the BrokerLink still delivers are dropped harmlessly.
   void stop();
 
