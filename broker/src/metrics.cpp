@@ -74,6 +74,10 @@ BrokerMetrics::BrokerMetrics(prometheus::Registry& registry)
                              "Job slots the registered workers offer (their credit)")),
       credit_(&plain_gauge(registry, "dispatch_worker_free_slots",
                            "Job slots free at the registered workers")) {
+  add_priority_and_reset_series(registry);
+}
+
+void BrokerMetrics::add_priority_and_reset_series(prometheus::Registry& registry) {
   auto& depth = BuildGauge()
                     .Name("dispatch_queue_depth")
                     .Help("Jobs waiting for a worker, by priority")

@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
   Stats warm;
   {
     BenchEvents events(warm, tokens);
-    AttemptSpec spec{&request, {"bench", "warm~tokens=2"}, config.provider("bench"), true, 5000};
+    AttemptSpec spec{&request, {"bench", "warm~tokens=2"}, config.provider("bench"), true, 5000,
+                     {}};
     ++warm.in_flight;
     launcher.start(spec, events);
     for (int i = 0; i < 500 && warm.in_flight > 0; ++i) loop.run_once(20);
@@ -159,7 +160,7 @@ int main(int argc, char** argv) {
   Stats stats;
   std::vector<std::unique_ptr<BenchEvents>> events;
   events.reserve(static_cast<std::size_t>(streams));
-  AttemptSpec spec{&request, {"bench", model}, config.provider("bench"), true, 10000};
+  AttemptSpec spec{&request, {"bench", model}, config.provider("bench"), true, 10000, {}};
   for (int i = 0; i < streams; ++i) {
     events.push_back(std::make_unique<BenchEvents>(stats, tokens));
     ++stats.in_flight;

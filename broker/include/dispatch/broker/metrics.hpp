@@ -64,6 +64,7 @@ class BrokerMetrics {
   prometheus::Gauge& depth(protocol::Priority priority) {
     return *depth_[static_cast<std::size_t>(priority)];
   }
+  void add_priority_and_reset_series(prometheus::Registry& registry);
   prometheus::Counter& job_series(std::string_view provider, std::string_view model,
                                   std::string_view outcome);
 
