@@ -249,8 +249,9 @@ TEST_F(MetricsTest, EveryProcessCountsTheWorkloadExactly) {
 
 TEST_F(MetricsTest, TheBrokerCountsClientConnectionsAsTheyOpenAndClose) {
   const std::string before = scrape(broker_url_);
-  const double accepted = metric_value(before, "dispatch_client_connections_accepted_total");
-  const double open = metric_value(before, "dispatch_client_connections");
+  const double accepted =
+      metric_value(before, "dispatch_client_connections_accepted_total").value_or(-1);
+  const double open = metric_value(before, "dispatch_client_connections").value_or(-1);
   {
     std::vector<std::unique_ptr<Client>> clients;
     for (int i = 0; i < 3; ++i) {
