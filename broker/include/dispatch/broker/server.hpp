@@ -18,6 +18,7 @@
 #include "dispatch/broker/client_outbox.hpp"
 #include "dispatch/broker/config.hpp"
 #include "dispatch/broker/core.hpp"
+#include "dispatch/broker/heap_trim.hpp"
 #include "dispatch/broker/transport.hpp"
 #include "dispatch/common/clock.hpp"
 #include "dispatch/common/fd.hpp"
@@ -112,6 +113,7 @@ class BrokerServer final : private Transport {
   protocol::IncomingMessage backend_in_;
   ClientOutbox outbox_;
   BrokerCore core_;
+  HeapTrimmer heap_trimmer_;
 };
 
 }  // namespace dispatch::broker
