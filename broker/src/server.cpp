@@ -31,6 +31,10 @@ constexpr milliseconds kMaxPoll{1'000};
 constexpr milliseconds kExitFlush{1'000};
 constexpr int kExitLingerMs = 500;
 constexpr int kListenBacklog = 1'024;
+// How often free heap pages go back to the system (heap_trim.hpp). A trim of the broker's
+// few-MiB heap takes well under a millisecond; the loop wakes at least every kMaxPoll, so a
+// trim is at most that late.
+constexpr std::chrono::seconds kHeapTrimPeriod{10};
 
 // ZeroMQ's fixed address for the ZAP handler of a context (RFC 27).
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
@@ -166,7 +170,8 @@ BrokerServer::BrokerServer(BrokerConfig config, std::string broker_id, const Clo
             return try_send(frontend_, route, frames);
           },
           clock_),
-      core_(config_, std::move(broker_id), clock_, *this) {
+      core_(config_, std::move(broker_id), clock_, *this),
+      heap_trimmer_(kHeapTrimPeriod, clock_) {
   configure_router(frontend_, config_.hwm);
   configure_router(backend_, config_.hwm);
   // The ZAP handler must be there before a socket binds: a handshake that finds none is let in.
@@ -346,6 +351,7 @@ void BrokerServer::run(const WakeupFd* stop, const WakeupFd* reload) {
   while (true) {
     core_.on_timer();
     if (core_.drained()) break;
+    heap_trimmer_.maybe_trim();
     try {
       zmq::poll(items.data(), items.size(), poll_wait());
     } catch (const zmq::error_t& e) {

@@ -102,14 +102,20 @@ def on_signal(signum, _frame):
 
 
 def rss_kb(pid):
+    """(VmRSS, RssAnon, RssFile) in KiB, or None when the process is gone. RssFile is mostly
+    code and libraries paged in as new paths run; RssAnon is the heap, stacks and buffers."""
+    fields = {}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "RssAnon", "RssFile"):
+                    fields[name] = int(value.split()[0])
     except OSError:
-        pass
-    return None
+        return None
+    if "VmRSS" not in fields:
+        return None
+    return fields["VmRSS"], fields.get("RssAnon", 0), fields.get("RssFile", 0)
 
 
 class Soak:
@@ -123,7 +129,7 @@ class Soak:
         self.crashes = []  # text per process that died or exited badly
         self.lanes = {}  # lane/kind -> {"runs", "jobs", "ok", "failed", "errors": {...}}
         self.restarts = 0
-        self.samples = []  # (t_s, name, pid, rss_kb)
+        self.samples = []  # (t_s, name, pid, rss_kb, anon_kb, file_kb)
         self.workers = []  # slot -> Popen
         self.began = None
 
@@ -255,6 +261,9 @@ class Soak:
 
     def lane(self, name, share, run_s, end, **kwargs):
         rate = max(0.5, self.args.rate * share)
+        # --client-run-s: fewer, longer-lived client connections (to tell per-connection state
+        # in the broker from per-job state).
+        run_s = self.args.client_run_s or run_s
         turn = 0
         while not STOP.is_set():
             remaining = end - time.monotonic()
@@ -293,12 +302,12 @@ class Soak:
             for name, pid in rows:
                 kb = rss_kb(pid)
                 if kb is not None:
-                    self.samples.append((t, name, pid, kb))
+                    self.samples.append((t, name, pid) + kb)
                     # Written as it goes: an interrupted run keeps its samples.
                     with open(os.path.join(self.out, "rss.csv"), "a") as csv:
                         if csv.tell() == 0:
-                            csv.write("t_s,process,pid,rss_kb\n")
-                        csv.write(f"{t},{name},{pid},{kb}\n")
+                            csv.write("t_s,process,pid,rss_kb,anon_kb,file_kb\n")
+                        csv.write(f"{t},{name},{pid},{kb[0]},{kb[1]},{kb[2]}\n")
 
     def run(self):
         args = self.args
@@ -368,17 +377,21 @@ class Soak:
         judged = ["broker"] + [f"worker-{slot}" for slot in range(len(self.workers) - 1)]
         processes = {}
         for name in judged + [f"worker-{len(self.workers) - 1}", "fake-provider"]:
-            rows = [(t, kb) for t, n, _pid, kb in self.samples if n == name]
+            rows = [(t, kb, anon, file) for t, n, _pid, kb, anon, file in self.samples if n == name]
             # The two windows never overlap: a run too short for both is not judged.
-            after = [kb for t, kb in rows if warmup <= t < min(warmup + window, load_end - window)]
-            final = [kb for t, kb in rows if load_end - window <= t]
+            after = [r for r in rows if warmup <= r[0] < min(warmup + window, load_end - window)]
+            final = [r for r in rows if load_end - window <= r[0]]
             entry = {"judged": name in judged, "samples": len(rows),
-                     "peak_kb": max((kb for _t, kb in rows), default=None)}
+                     "peak_kb": max((r[1] for r in rows), default=None)}
             if after and final:
-                entry["after_warmup_kb"] = int(statistics.median(after))
-                entry["end_kb"] = int(statistics.median(final))
-                entry["growth_pct"] = round(
-                    100.0 * (entry["end_kb"] - entry["after_warmup_kb"]) / entry["after_warmup_kb"], 2)
+                # VmRSS is judged; its anonymous and file-backed parts are reported beside it.
+                for key, column in (("", 1), ("anon_", 2), ("file_", 3)):
+                    start = int(statistics.median(r[column] for r in after))
+                    end = int(statistics.median(r[column] for r in final))
+                    entry[f"{key}after_warmup_kb"] = start
+                    entry[f"{key}end_kb"] = end
+                    if start > 0:
+                        entry[f"{key}growth_pct"] = round(100.0 * (end - start) / start, 2)
             if name == f"worker-{len(self.workers) - 1}":
                 entry["note"] = "restarted every minute: RSS restarts with each process"
             processes[name] = entry
@@ -421,7 +434,10 @@ def print_summary(summary):
     for name, e in summary["rss"].items():
         if "growth_pct" in e:
             print(f"  {name:<16}{e['after_warmup_kb'] / 1024:>8.1f} -> {e['end_kb'] / 1024:>8.1f}"
-                  f"  {e['growth_pct']:+.2f} %{'' if e['judged'] else '  (not judged)'}", file=out)
+                  f"  {e['growth_pct']:+.2f} %{'' if e['judged'] else '  (not judged)'}"
+                  f"   [anon {e['anon_after_warmup_kb'] / 1024:.1f} -> {e['anon_end_kb'] / 1024:.1f},"
+                  f" file {e['file_after_warmup_kb'] / 1024:.1f} -> {e['file_end_kb'] / 1024:.1f}]",
+                  file=out)
         else:
             print(f"  {name:<16} too few samples", file=out)
     for failure in summary["failures"]:
@@ -446,6 +462,9 @@ def main():
     # within the warm-up of a run of 5 minutes or more.
     parser.add_argument("--result-ttl-s", type=float, default=60,
                         help="the broker's --result-ttl-ms, in seconds")
+    parser.add_argument("--client-run-s", type=float, default=0,
+                        help="how long each dispatch-loadgen run (one client connection) lasts; "
+                             "0: the lanes' own 30/30/15/10 s (~500 connections in 30 min)")
     parser.add_argument("--worker-drain-ms", type=int, default=5000,
                         help="the workers' --drain-timeout-ms (a restart waits at most this)")
     args = parser.parse_args()

@@ -19,6 +19,7 @@
 #include "dispatch/broker/config.hpp"
 #include "dispatch/broker/connection_monitor.hpp"
 #include "dispatch/broker/core.hpp"
+#include "dispatch/broker/heap_trim.hpp"
 #include "dispatch/broker/transport.hpp"
 #include "dispatch/common/clock.hpp"
 #include "dispatch/common/fd.hpp"
@@ -121,6 +122,7 @@ class BrokerServer final : private Transport {
   ClientOutbox outbox_;
   BrokerCore core_;
   BrokerMetrics* metrics_ = nullptr;
+  HeapTrimmer heap_trimmer_;
 };
 
 }  // namespace dispatch::broker
