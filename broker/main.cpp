@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "dispatch/broker/config.hpp"
+#include "dispatch/broker/heap_trim.hpp"
 #include "dispatch/broker/quota.hpp"
 #include "dispatch/broker/server.hpp"
 #include "dispatch/common/fd.hpp"
@@ -261,9 +262,11 @@ int serve(const Options& o) {
   if (metrics.endpoint) std::cout << " metrics=" << metrics.endpoint->url();
   std::cout << std::endl;
   spdlog::info(
-      "broker {} listening: frontend {} backend {} (queue limit {}, heartbeat {} ms x {}, {})",
+      "broker {} listening: frontend {} backend {} (queue limit {}, heartbeat {} ms x {}, {}, "
+      "malloc: {})",
       server.core().broker_id(), server.frontend_endpoint(), server.backend_endpoint(),
-      config.queue_limit, o.heartbeat_ms, config.liveness, server.curve() ? "CURVE" : "plaintext");
+      config.queue_limit, o.heartbeat_ms, config.liveness, server.curve() ? "CURVE" : "plaintext",
+      dispatch::broker::heap_allocator_name());
   server.on_reload(
       [&o](dispatch::broker::BrokerCore& core) { reload_quotas(o.config_path, core); });
   server.run(&stop, &reload);

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dispatch/test/child_process.hpp"
@@ -84,6 +85,26 @@ TEST_F(BrokerIntegration, PrintsResolvedEndpointsAndAnswersStatusAndHeartbeat) {
   EXPECT_EQ(client.status->broker_id, client.broker_id);
   EXPECT_EQ(client.status->queue_depth, (std::vector<uint64_t>{0, 0, 0}));
   EXPECT_EQ(client.status->queue_limit, 100'000u);
+}
+
+// The shipped broker runs on jemalloc (cmake/Allocator.cmake: glibc's malloc let its RSS creep
+// under client connection churn); the sanitizer build keeps ASan's allocator. The broker names
+// the one it runs on in its start line, and heap trims use that allocator's purge.
+TEST(BrokerAllocator, TheStartLineNamesTheMallocTheBuildShips) {
+  ChildProcess process =
+      ChildProcess::spawn({DISPATCH_BROKER_BIN, "--frontend", "tcp://127.0.0.1:0", "--backend",
+                           "tcp://127.0.0.1:0", "--log-level", "info"});
+  ASSERT_TRUE(process.read_line(10s).has_value()) << "no listening line";
+  const std::string expected = std::string("malloc: ") + DISPATCH_EXPECTED_MALLOC + ")";
+  std::string log;
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (log.find("listening: frontend") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    log = read_text_file(process.log_path());
+    if (log.find("listening: frontend") == std::string::npos) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_NE(log.find(expected), std::string::npos) << "expected '" << expected << "' in:\n" << log;
+  EXPECT_TRUE(process.stop().success());
 }
 
 TEST_F(BrokerIntegration, ManyJobsOverSeveralWorkersCompleteExactlyOnce) {

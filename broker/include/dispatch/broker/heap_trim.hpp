@@ -10,6 +10,10 @@
 // issue 11), the free space inside the heap grew from 0.4 to 1.2 MiB in 8 minutes while the live
 // heap stayed at 4.8 MiB (BENCHMARKS.md, "Soak"). malloc_trim(0) releases every whole free page
 // of every arena (madvise), so RSS follows the live heap instead of its high-water mark of holes.
+// That halved the growth but left the pages only partly free; the shipped broker therefore runs
+// on jemalloc (cmake/Allocator.cmake), whose size-class slabs keep such pages rare, and the
+// trim becomes jemalloc's purge of every arena's dirty pages, which its own decay would
+// otherwise return only as allocations happen.
 
 #include <functional>
 
@@ -17,8 +21,13 @@
 
 namespace dispatch::broker {
 
-// malloc_trim(0) with glibc; nothing with another C library.
+// The allocator's "give free pages back now": jemalloc's purge of every arena when the process
+// runs on jemalloc (the shipped broker does, cmake/Allocator.cmake), malloc_trim(0) with glibc's
+// malloc, nothing otherwise.
 void release_free_heap() noexcept;
+
+// "jemalloc" or "libc": which malloc this process runs on (logged at start).
+const char* heap_allocator_name() noexcept;
 
 class HeapTrimmer {
  public:
