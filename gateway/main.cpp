@@ -191,7 +191,7 @@ void drain(dispatch::gateway::Server& server, const dispatch::UniqueFd& signals,
 }
 
 int serve(const Setup& setup, const dispatch::UniqueFd& signals) {
-  auto link = std::make_unique<dispatch::gateway::ClientBrokerLink>(setup.client);
+  auto link = std::make_unique<dispatch::gateway::LoopBrokerLink>(setup.client);
   dispatch::gateway::ServerOptions options;
   options.host = setup.listen.host;
   options.port = setup.listen.port;

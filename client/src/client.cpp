@@ -11,12 +11,10 @@
 #include <utility>
 #include <zmq.hpp>
 
+#include "broker_connection.hpp"
 #include "dispatch/common/fd.hpp"
 #include "dispatch/common/random.hpp"
-#include "dispatch/protocol/broker_keys.hpp"
 #include "dispatch/protocol/codec.hpp"
-#include "dispatch/protocol/handshake_monitor.hpp"
-#include "dispatch/protocol/zmq_io.hpp"
 #include "session.hpp"
 
 namespace dispatch {
@@ -42,21 +40,17 @@ DispatchResponse DispatchOutcome::take() && {
   throw InternalError(make_wire_error(ErrorKind::internal, "empty_outcome", "no outcome"));
 }
 
-// Owns the I/O thread, the socket and the Session. Everything but post()/stop() runs on the
-// I/O thread.
+// Owns the I/O thread and the broker connection (socket + Session). Everything but
+// post()/stop() runs on the I/O thread.
 class ClientEngine {
  public:
   using Task = std::function<void(detail::Session&)>;
 
   explicit ClientEngine(const ClientOptions& options)
-      : options_(options),
-        clock_(options.clock != nullptr ? *options.clock : SystemClock::instance()),
+      : clock_(options.clock != nullptr ? *options.clock : SystemClock::instance()),
         random_(options.random != nullptr ? *options.random : own_random_),
-        settings_(detail::SessionSettings::from(options)),
-        session_(settings_, clock_, random_),
-        keys_(curve_keys_of(options)),
-        context_(1) {
-    open_socket();
+        context_(1),
+        connection_(options, context_, clock_, random_) {
     thread_ = std::thread([this] { run(); });
   }
 
@@ -81,18 +75,15 @@ class ClientEngine {
     if (thread_.joinable()) thread_.join();
   }
 
-  // 128 bits from the OS CSPRNG: ids of two clients must never collide, or the broker's
-  // deduplication would hand one client's answer to the other.
-  static std::string new_job_id() { return random_hex_id(); }
-  const detail::SessionSettings& settings() const noexcept { return settings_; }
-
   std::size_t in_flight() const noexcept { return in_flight_.load(); }
 
   // Called on the caller's thread: encodes, then queues the job for the I/O thread.
   std::string submit(const DispatchRequest& request, detail::JobCallbacks callbacks) {
-    std::string job_id = new_job_id();
-    auto prepared = std::make_shared<detail::PreparedJob>(
-        detail::prepare_job(settings_, job_id, request, static_cast<bool>(callbacks.on_event)));
+    // 128 bits from the OS CSPRNG: ids of two clients must never collide, or the broker's
+    // deduplication would hand one client's answer to the other.
+    std::string job_id = random_hex_id();
+    auto prepared = std::make_shared<detail::PreparedJob>(detail::prepare_job(
+        connection_.settings(), job_id, request, static_cast<bool>(callbacks.on_event)));
     in_flight_.fetch_add(1);
     auto on_done = std::move(callbacks.on_done);
     callbacks.on_done = [this, on_done = std::move(on_done)](DispatchOutcome outcome) {
@@ -106,67 +97,7 @@ class ClientEngine {
   }
 
  private:
-  static protocol::BrokerKeys curve_keys_of(const ClientOptions& options) {
-    protocol::BrokerKeys keys;
-    keys.broker_public_key = options.broker_public_key;
-    keys.own = options.curve_keys;
-    if (auto checked = protocol::check_broker_keys(keys); !checked) {
-      throw std::invalid_argument("dispatch client: " + checked.error());
-    }
-    return keys;
-  }
-
-  // A new DEALER with its handshake monitor, replacing the old pair only once both exist (on
-  // failure the old ones stay and the error is thrown).
-  void open_socket() {
-    zmq::socket_t socket(context_, zmq::socket_type::dealer);
-    socket.set(zmq::sockopt::linger, 0);
-    protocol::apply_protocol_socket_options(socket);
-    socket.set(zmq::sockopt::reconnect_ivl, 100);
-    socket.set(zmq::sockopt::reconnect_ivl_max, 2000);
-    protocol::apply_broker_keys(socket, keys_);
-    // Before connect, so that the first handshake is seen.
-    auto monitor = std::make_unique<protocol::HandshakeMonitor>(
-        context_, socket, options_.broker_endpoint, keys_.enabled());
-    try {
-      socket.connect(options_.broker_endpoint);
-    } catch (const zmq::error_t& e) {
-      throw std::invalid_argument("dispatch client: cannot connect to '" +
-                                  options_.broker_endpoint + "': " + e.what());
-    }
-    if (monitor_) monitor->carry_over(monitor_->history());
-    monitor_ = std::move(monitor);
-    socket_ = std::move(socket);
-  }
-
-  // The broker went silent, or refused the last connection and new work came: a fresh socket
-  // (a fresh handshake), and every unfinished job is sent again on it.
-  void replace_socket(std::deque<detail::EncodedMessage>& pending) {
-    pending.clear();  // they were for the old socket; on_reconnected resends what matters
-    try {
-      open_socket();
-    } catch (const std::exception& e) {
-      spdlog::error("{}", e.what());
-    }
-    session_.on_reconnected();
-  }
-
-  // A refused handshake fails everything waiting at once: nothing sent on this connection will
-  // be answered, and the user should learn why now rather than after the ack timeouts.
-  void check_handshakes() {
-    for (const protocol::HandshakeProblem& problem : monitor_->read()) {
-      spdlog::info("dispatch client: {}", problem.message);
-      const ErrorKind kind = problem.failure == protocol::HandshakeFailure::protocol_error
-                                 ? ErrorKind::network
-                                 : ErrorKind::authentication;
-      session_.fail_all(make_wire_error(
-          kind, std::string(protocol::handshake_failure_code(problem.failure)), problem.message));
-      refused_ = true;
-    }
-  }
-
   void run() {
-    std::deque<detail::EncodedMessage> pending;  // messages the socket could not take yet (HWM)
     std::vector<Task> tasks;
     while (true) {
       bool stopping = false;
@@ -175,72 +106,38 @@ class ClientEngine {
         tasks.swap(tasks_);
         stopping = stop_requested_;
       }
-      // libzmq gives up after some refusals (a mechanism mismatch): new work gets a new try.
-      if (refused_ && !tasks.empty() && !stopping) {
-        refused_ = false;
-        replace_socket(pending);
-      }
-      for (auto& task : tasks) task(session_);
+      if (!tasks.empty() && !stopping) connection_.before_new_work();
+      for (auto& task : tasks) task(connection_.session());
       tasks.clear();
       if (stopping) {
-        session_.shutdown();
-        for (auto& frames : session_.take_outbox()) pending.push_back(std::move(frames));
-        // Give the cancels a moment to leave; the broker ends those jobs itself otherwise.
-        socket_.set(zmq::sockopt::linger, 200);
-        flush(pending);
-        socket_.close();
+        connection_.close(kCloseLinger);
         return;
       }
-      receive_available();
-      check_handshakes();
-      session_.tick();
-      if (session_.take_reconnect_request()) replace_socket(pending);
-      for (auto& frames : session_.take_outbox()) pending.push_back(std::move(frames));
-      flush(pending);
-      wait(pending.empty() ? 0 : ZMQ_POLLOUT);
+      const bool more = connection_.pump();
+      wait(more);
     }
   }
 
-  void receive_available() {
-    // Bounded so that timers and queued work are looked at even under a flood of replies.
-    for (int i = 0; i < 10000; ++i) {
-      try {
-        if (!incoming_.receive(socket_, /*routed=*/false)) return;
-      } catch (const zmq::error_t& e) {
-        spdlog::warn("dispatch client: receive failed: {}", e.what());
-        return;
-      }
-      session_.on_message(incoming_.protocol_frames());
-    }
-  }
-
-  void flush(std::deque<detail::EncodedMessage>& pending) {
-    std::vector<std::string_view> views;
-    while (!pending.empty()) {
-      const auto& frames = pending.front();
-      views.assign(frames.begin(), frames.end());
-      try {
-        if (!protocol::send_frames(socket_, views, protocol::SendMode::nonblocking)) return;
-      } catch (const zmq::error_t& e) {
-        spdlog::warn("dispatch client: send failed: {}", e.what());
-      }
-      pending.pop_front();
-    }
-  }
-
-  void wait(short extra_socket_events) {
+  // Blocks until the socket, the handshake monitor or another thread has something, or the
+  // session's next timer is due; returns at once when `ready` (messages are still waiting).
+  void wait(bool ready) {
+    detail::Session& session = connection_.session();
     long timeout_ms = -1;
-    const auto next = session_.next_wakeup();
-    if (next != Clock::time_point::max()) {
+    const auto next = session.next_wakeup();
+    if (ready) {
+      timeout_ms = 0;
+    } else if (next != Clock::time_point::max()) {
       const auto now = clock_.now();
       timeout_ms = next <= now ? 0 : std::chrono::ceil<milliseconds>(next - now).count();
     }
     // A bound so that an injected clock moved by hand is noticed.
-    if (timeout_ms < 0 || timeout_ms > 1000) timeout_ms = session_.has_work() ? 1000 : -1;
+    if (timeout_ms < 0 || timeout_ms > 1000) timeout_ms = session.has_work() ? 1000 : -1;
+    const short socket_events =
+        static_cast<short>(ZMQ_POLLIN | (connection_.has_unsent() ? ZMQ_POLLOUT : 0));
     zmq::pollitem_t items[] = {
-        {socket_.handle(), 0, static_cast<short>(ZMQ_POLLIN | extra_socket_events), 0},
+        {connection_.socket().handle(), 0, socket_events, 0},
         {nullptr, wake_.fd(), ZMQ_POLLIN, 0},
-        {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
+        {connection_.monitor_socket().handle(), 0, ZMQ_POLLIN, 0},
     };
     try {
       zmq::poll(items, 3, milliseconds(timeout_ms));
@@ -250,20 +147,16 @@ class ClientEngine {
     if ((items[1].revents & ZMQ_POLLIN) != 0) wake_.drain();
   }
 
-  ClientOptions options_;
+  // How long the cancels sent on shutdown may take to leave.
+  static constexpr milliseconds kCloseLinger{200};
+
   Clock& clock_;
   // Jitter of resubmission waits, drawn on the I/O thread only. Job ids come from
   // random_hex_id() (the OS CSPRNG), never from here.
   DefaultRandom own_random_;
   Random& random_;
-  detail::SessionSettings settings_;
-  detail::Session session_;
-  protocol::BrokerKeys keys_;  // plaintext when empty; holds a secret key: never logged
   zmq::context_t context_;
-  zmq::socket_t socket_;
-  std::unique_ptr<protocol::HandshakeMonitor> monitor_;  // of socket_
-  bool refused_ = false;  // the last handshake was refused; new work replaces the socket
-  protocol::IncomingMessage incoming_;
+  detail::BrokerConnection connection_;
   WakeupFd wake_;  // other threads signal it after queueing work for the I/O thread
   std::mutex mutex_;
   std::vector<Task> tasks_;

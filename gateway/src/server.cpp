@@ -72,6 +72,9 @@ std::size_t ServerCore::connection_count() const {
 // the next context round-robin and stays there for its life (socket, timer, and every handler
 // the BrokerLink and the readiness probe post to the socket's executor). One thread per
 // context serializes a connection's handlers the way a strand did, without a strand's lock.
+// The link attaches to every context before it runs (LoopBrokerLink: a broker connection per
+// context, so a job never leaves its HTTP connection's thread inside the gateway) and detaches
+// once all have stopped.
 class Server::Impl {
  public:
   Impl(ServerOptions options, const GatewayConfig& config, BrokerLink& link, const Clock& clock)
@@ -103,6 +106,8 @@ class Server::Impl {
     acceptor_.bind(endpoint);
     acceptor_.listen(net::socket_base::max_listen_connections);
     accept();
+    for (auto& context : contexts_) core_.link().attach(*context);
+    attached_ = true;
     for (auto& context : contexts_) {
       // A context with no connection yet has no work, and run() would return at once.
       idle_guards_.push_back(net::make_work_guard(*context));
@@ -128,6 +133,7 @@ class Server::Impl {
     for (auto& context : contexts_) context->stop();
     for (auto& thread : threads_) thread.join();
     threads_.clear();
+    if (attached_) core_.link().detach();
   }
 
   GatewayMetrics& metrics() { return core_.metrics(); }
@@ -172,8 +178,8 @@ class Server::Impl {
   }
 
   // Hint 1: each context is run by one thread, which lets Asio keep the handlers that thread
-  // posts to itself in a thread-private queue. Other threads (the BrokerLink's) still post
-  // into it, so it stays locking.
+  // posts to itself in a thread-private queue (the LoopBrokerLink's callbacks run on the same
+  // thread). Other threads (the readiness probe's) still post into it, so it stays locking.
   static std::vector<std::unique_ptr<net::io_context>> make_contexts(int threads) {
     std::vector<std::unique_ptr<net::io_context>> contexts;
     for (int i = 0; i < std::max(1, threads); ++i) {
@@ -215,6 +221,7 @@ class Server::Impl {
   tcp::acceptor acceptor_;
   net::steady_timer backoff_;
   std::vector<std::thread> threads_;
+  bool attached_ = false;  // the link has set itself up on the contexts
   std::atomic<bool> stopped_{false};
 };
 
