@@ -30,6 +30,27 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long a stop signal waits for the child to take charge of it (below).
+constexpr std::chrono::milliseconds kHandlerWait{3000};
+
+// Whether `pid` blocks, catches or ignores `signal` yet (/proc/PID/status: SigBlk is the main
+// thread's mask, SigCgt and SigIgn the process's dispositions). Until it does, the signal's
+// default action ends the process: a test that stops a daemon in the first milliseconds after
+// exec (before main() blocked SIGTERM for its signalfd, or installed a handler) would see it
+// "die of the SIGTERM it was sent", a race of the test's and not a fault of the daemon.
+bool takes_charge_of(pid_t pid, int signal) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  const uint64_t bit = uint64_t{1} << (signal - 1);
+  uint64_t handled = 0;
+  std::string line;
+  while (std::getline(status, line)) {
+    for (const char* field : {"SigBlk:", "SigCgt:", "SigIgn:"}) {
+      if (line.rfind(field, 0) == 0) handled |= std::stoull(line.substr(7), nullptr, 16);
+    }
+  }
+  return (handled & bit) != 0;
+}
+
 std::string env_name(const std::string& entry) {
   return entry.substr(0, entry.find('='));
 }
@@ -291,6 +312,14 @@ std::optional<ExitStatus> ChildProcess::wait_for_exit(std::chrono::milliseconds 
 void ChildProcess::send_signal(int signal) {
   if (pid_ < 0 || status_) return;
   if (signal == SIGKILL) facts_.killed_on_purpose = true;
+  if (signal == SIGTERM || signal == SIGINT || signal == SIGHUP) {
+    // Bounded: a child that never handles the signal gets it after kHandlerWait all the same.
+    const auto deadline = Clock::now() + kHandlerWait;
+    while (!takes_charge_of(pid_, signal) && Clock::now() < deadline) {
+      if (reap(false)) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
   if (signal == SIGTERM || signal == SIGINT) facts_.term_sent = true;
   ::kill(pid_, signal);
 }

@@ -7,6 +7,8 @@
 //     serve-exit-3     print "ready", exit 3 on SIGTERM
 //     ignore-term      print "ready", ignore SIGTERM (only SIGKILL ends it)
 //     no-handler       print "ready", no SIGTERM handler (dies of the signal)
+//     slow-start       print "started" at once, install the SIGTERM handler 300 ms later (a
+//                      daemon still loading when the test stops it), then serve
 //     exit-N           exit N at once
 //     abort            abort() at once (a crash)
 //     segv             raise SIGSEGV at once
@@ -69,6 +71,12 @@ int main(int argc, char** argv) {
     wait_forever();
   }
   if (mode == "no-handler") wait_forever();
+  if (mode == "slow-start") {
+    std::printf("started\n");
+    std::fflush(stdout);
+    usleep(300'000);
+    return serve(0);
+  }
   if (mode.rfind("exit-", 0) == 0) return std::atoi(mode.c_str() + 5);
   if (mode == "abort") std::abort();
   if (mode == "segv") raise(SIGSEGV);
